@@ -1,0 +1,51 @@
+# The two commands: `make run` and `make test`. Both install what is missing first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: run test install lock lint typecheck unit integration bench schemas clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==0.13.9
+
+MEMBERS := -e libs/kernelbus-core -e services/api -e services/kernel-worker -e services/culler -e services/events
+
+$(VENV)/bin/python: $(UV)
+	$(UV) venv --quiet --python $(PYTHON) $(VENV)
+
+# Pinned install: requirements.lock (names and versions only) is exported from the workspace
+# lock with `make lock`; the services are installed editable on top.
+install: $(VENV)/bin/python
+	$(UV) pip install --quiet --python $(VENV)/bin/python -r requirements.lock $(MEMBERS)
+
+lock: $(UV)
+	$(UV) lock --python $(PYTHON)
+	$(UV) export --format requirements-txt --no-hashes --no-emit-workspace --all-groups \
+		--no-header --quiet -o requirements.lock
+	rm -f uv.lock
+
+run: install
+	$(VENV)/bin/kernelbus run
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: lint typecheck
+	bash scripts/pytest.sh
+
+bench: install
+	$(VENV)/bin/python bench/roundtrip.py
+
+schemas: install
+	$(VENV)/bin/python -m kernelbus.schemas --write
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .kernelbus .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,203 @@
+"""The one module that knows nats-py: connecting, request/reply with typed errors, responders,
+and the JetStream streams and KV buckets every service expects to exist."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ValidationError
+
+from kernelbus import subjects
+from kernelbus.errors import (
+    BadRequest,
+    BusTimeout,
+    KernelbusError,
+    NoWorkerAvailable,
+    PayloadTooLarge,
+    error_for,
+)
+from kernelbus.messages import CommandError, KernelReply, reply_adapter
+from kernelbus.settings import BusSettings
+from kernelbus.telemetry import inject_headers
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def connect(settings: BusSettings, name: str) -> Client:
+    """Connect with a bounded first attempt loop, then reconnect forever.
+
+    nats-py retries the initial connect `max_reconnect_attempts` times: bounded here so a
+    missing NATS fails a service's start clearly, lifted afterwards so a restarted NATS is
+    always rejoined.
+    """
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def on_disconnected() -> None:
+        log.warning("disconnected from nats")
+
+    async def on_reconnected() -> None:
+        log.info("reconnected to nats")
+
+    try:
+        nc = await nats.connect(
+            servers=[u.strip() for u in settings.nats_url.split(",")],
+            name=name,
+            user=settings.nats_user,
+            password=settings.nats_password,
+            connect_timeout=2,
+            reconnect_time_wait=0.5,
+            max_reconnect_attempts=settings.nats_connect_attempts,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+        )
+    except (nats.errors.NoServersError, OSError) as exc:
+        raise ConnectionError(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
+    nc.options["max_reconnect_attempts"] = -1
+    return nc
+
+
+async def ensure_infrastructure(js: JetStreamContext) -> None:
+    """Create the streams and buckets if absent; idempotent, safe from every replica."""
+    await _ensure_kv(js, subjects.KERNELS_BUCKET, ttl=None)
+    await _ensure_kv(js, subjects.WORKERS_BUCKET, ttl=subjects.WORKER_TTL)
+    await _ensure_kv(js, subjects.CONNECTIONS_BUCKET, ttl=subjects.CONNECTIONS_TTL)
+    await _ensure_kv(js, subjects.CULL_BUCKET, ttl=None)
+    for spec in (subjects.EVENTS_STREAM, subjects.DEAD_LETTER_STREAM):
+        await _ensure_stream(js, spec)
+
+
+async def _ensure_kv(js: JetStreamContext, bucket: str, ttl: float | None) -> KeyValue:
+    try:
+        return await js.key_value(bucket)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    config = KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE)
+    if ttl:
+        config.ttl = ttl
+    try:
+        return await js.create_key_value(config=config)
+    except nats.js.errors.BadRequestError:
+        return await js.key_value(bucket)
+
+
+async def _ensure_stream(js: JetStreamContext, spec: subjects.StreamSpec) -> None:
+    try:
+        await js.stream_info(spec.name)
+        return
+    except nats.js.errors.NotFoundError:
+        pass
+    config = StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        storage=StorageType.FILE,
+        duplicate_window=120.0,
+    )
+    try:
+        await js.add_stream(config=config)
+    except nats.js.errors.BadRequestError:
+        await js.stream_info(spec.name)
+
+
+async def request(
+    nc: Client,
+    subject: str,
+    command: BaseModel,
+    timeout: float,
+) -> KernelReply:
+    """Send a command; return its `KernelReply` or raise the typed error it names.
+
+    No responder → `NoWorkerAvailable` at once (safe to retry). Timeout → `BusTimeout`
+    (someone may have acted: retry only idempotent commands).
+    """
+    headers = inject_headers({})
+    payload = command.model_dump_json().encode()
+    try:
+        msg = await nc.request(subject, payload, timeout=timeout, headers=headers or None)
+    except nats.errors.NoRespondersError as exc:
+        raise NoWorkerAvailable("no kernel worker is available to take this request") from exc
+    except nats.errors.TimeoutError as exc:
+        raise BusTimeout(f"no answer on {subject} within {timeout:.0f} s") from exc
+    except nats.errors.MaxPayloadError as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+    try:
+        reply = reply_adapter.validate_json(msg.data)
+    except ValidationError as exc:
+        raise KernelbusError(f"malformed reply on {subject}: {exc.error_count()} errors") from exc
+    if isinstance(reply, CommandError):
+        raise error_for(reply.code, reply.message)
+    return reply
+
+
+Handler = Callable[[M, Msg], Awaitable[KernelReply]]
+
+
+async def respond(msg: Msg, reply: KernelReply | CommandError) -> None:
+    if msg.reply:
+        await msg.respond(reply.model_dump_json().encode())
+
+
+def responder(parse: Callable[[bytes], M], handler: Handler[M]) -> Callable[[Msg], Awaitable[None]]:
+    """Wrap a command handler: validate the payload, map typed errors to `CommandError`.
+
+    A malformed command changes nothing and gets `bad_request` with the validation message.
+    """
+
+    async def on_msg(msg: Msg) -> None:
+        try:
+            command = parse(msg.data)
+        except (ValidationError, ValueError) as exc:
+            await respond(msg, CommandError(code="bad_request", message=_describe(exc)))
+            return
+        try:
+            reply = await handler(command, msg)
+        except KernelbusError as exc:
+            await respond(msg, CommandError(code=exc.code, message=exc.message))
+            return
+        except Exception as exc:
+            log.exception("command on %s failed", msg.subject)
+            await respond(msg, CommandError(code="internal", message=f"internal error: {exc}"))
+            return
+        await respond(msg, reply)
+
+    return on_msg
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        return f"invalid command: {where}: {first.get('msg', 'invalid')}"
+    return f"invalid command: {exc}"
+
+
+def parse_with(model: type[M]) -> Callable[[bytes], M]:
+    def parse(data: bytes) -> M:
+        return model.model_validate_json(data)
+
+    return parse
+
+
+__all__ = [
+    "BadRequest",
+    "connect",
+    "ensure_infrastructure",
+    "parse_with",
+    "request",
+    "respond",
+    "responder",
+]

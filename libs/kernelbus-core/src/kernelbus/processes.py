@@ -1,0 +1,95 @@
+"""Start Kernelbus services as real child processes and stop them by their own pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_file: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; always reaped."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies without cleaning up (crash tests)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def spawn(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    log_dir: Path,
+) -> ServiceProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / f"{name}-{time.monotonic_ns()}.log"
+    with open(log_file, "wb") as out:
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            start_new_session=True,
+        )
+    return ServiceProcess(name, process, log_file, env)
+
+
+def entry_point(name: str) -> list[str]:
+    """The console script `name` installed next to this interpreter."""
+    script = Path(sys.executable).parent / name
+    if not script.exists():
+        raise FileNotFoundError(f"{name} is not installed in {script.parent}")
+    return [str(script)]
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    process: ServiceProcess | None = None,
+    interval: float = 0.05,
+) -> None:
+    """Poll `condition` until true; fail early with the log if `process` died meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process is not None and not process.alive():
+            raise RuntimeError(f"{process.name} exited while waiting for {what}:\n{process.log()}")
+        time.sleep(interval)
+    tail = f"\n{process.log()[-4000:]}" if process else ""
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}{tail}")

@@ -1,0 +1,128 @@
+"""The kernel registry and worker directory, kept in JetStream KV so that no process holds
+state that matters only in its own memory. Every api replica, worker and culler reads the
+same view."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from kernelbus import subjects
+from kernelbus.models import KernelRecord, WorkerHeartbeat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Registry:
+    kernels: KeyValue
+    workers: KeyValue
+    connections: KeyValue
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> Registry:
+        return cls(
+            kernels=await js.key_value(subjects.KERNELS_BUCKET),
+            workers=await js.key_value(subjects.WORKERS_BUCKET),
+            connections=await js.key_value(subjects.CONNECTIONS_BUCKET),
+        )
+
+    # --- kernels ------------------------------------------------------------------------
+
+    async def get_kernel(self, kernel_id: str) -> KernelRecord | None:
+        entry = await self.get_kernel_entry(kernel_id)
+        return entry[0] if entry else None
+
+    async def get_kernel_entry(self, kernel_id: str) -> tuple[KernelRecord, int] | None:
+        """The record and its KV revision (for compare-and-set updates)."""
+        try:
+            entry = await self.kernels.get(kernel_id)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        if not entry.value:
+            return None
+        try:
+            return KernelRecord.model_validate_json(entry.value), entry.revision or 0
+        except ValidationError:
+            log.warning("unreadable registry entry for kernel %s", kernel_id)
+            return None
+
+    async def put_kernel(self, record: KernelRecord) -> int:
+        return await self.kernels.put(record.id, record.model_dump_json().encode())
+
+    async def delete_kernel(self, kernel_id: str) -> None:
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+            await self.kernels.purge(kernel_id)
+
+    async def list_kernels(self) -> list[KernelRecord]:
+        records = []
+        for key in await _keys(self.kernels):
+            record = await self.get_kernel(key)
+            if record is not None:
+                records.append(record)
+        return records
+
+    # --- workers ------------------------------------------------------------------------
+
+    async def put_heartbeat(self, heartbeat: WorkerHeartbeat) -> None:
+        await self.workers.put(heartbeat.worker_id, heartbeat.model_dump_json().encode())
+
+    async def remove_worker(self, worker_id: str) -> None:
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+            await self.workers.purge(worker_id)
+
+    async def live_workers(self) -> list[WorkerHeartbeat]:
+        """Workers whose heartbeat has not aged out of the bucket (TTL `WORKER_TTL`)."""
+        workers = []
+        for key in await _keys(self.workers):
+            try:
+                entry = await self.workers.get(key)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                continue
+            if entry.value:
+                try:
+                    workers.append(WorkerHeartbeat.model_validate_json(entry.value))
+                except ValidationError:
+                    log.warning("unreadable heartbeat under key %s", key)
+        return workers
+
+    # --- websocket connections (per api replica, aged out with the replica) ---------------
+
+    async def set_connections(self, kernel_id: str, api_instance: str, count: int) -> None:
+        key = f"{kernel_id}.{api_instance}"
+        if count > 0:
+            await self.connections.put(key, str(count).encode())
+        else:
+            with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+                await self.connections.purge(key)
+
+    async def connection_counts(self) -> dict[str, int]:
+        """kernel_id -> open websockets summed over every live api replica."""
+        counts: dict[str, int] = {}
+        for key in await _keys(self.connections):
+            kernel_id = key.split(".", 1)[0]
+            try:
+                entry = await self.connections.get(key)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                continue
+            try:
+                counts[kernel_id] = counts.get(kernel_id, 0) + int(entry.value or b"0")
+            except ValueError:
+                continue
+        return counts
+
+    async def connections_of(self, kernel_id: str) -> int:
+        return (await self.connection_counts()).get(kernel_id, 0)
+
+
+async def _keys(kv: KeyValue) -> list[str]:
+    try:
+        return list(await kv.keys())
+    except nats.js.errors.NoKeysError:
+        return []

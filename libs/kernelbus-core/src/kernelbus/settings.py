@@ -1,0 +1,44 @@
+"""Settings shared by every service: how to reach NATS. Each service subclasses this with its
+own env prefix (`KERNELBUS_API_`, `KERNELBUS_WORKER_`, ...); `NATS_URL` is read by all."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BusSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="KERNELBUS_")
+
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        validation_alias=AliasChoices("NATS_URL", "KERNELBUS_NATS_URL"),
+        description="Comma-separated NATS server URLs.",
+    )
+    nats_user: str | None = Field(default=None, validation_alias="NATS_USER")
+    nats_password: str | None = Field(default=None, validation_alias="NATS_PASSWORD")
+    nats_connect_attempts: int = Field(
+        default=30,
+        ge=1,
+        le=10_000,
+        validation_alias=AliasChoices("NATS_CONNECT_ATTEMPTS", "KERNELBUS_NATS_CONNECT_ATTEMPTS"),
+        description="Attempts of the initial connect, 0.5 s apart (compose starts NATS alongside).",
+    )
+    log_format: str = Field(
+        default="text",
+        validation_alias=AliasChoices("KERNELBUS_LOG_FORMAT"),
+        pattern="^(text|json)$",
+    )
+    log_level: str = Field(
+        default="INFO",
+        validation_alias=AliasChoices("KERNELBUS_LOG_LEVEL"),
+        pattern="^(DEBUG|INFO|WARNING|ERROR)$",
+    )
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_scheme(cls, value: str) -> str:
+        for url in value.split(","):
+            if not url.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ValueError(f"NATS_URL must be nats://, tls://, ws:// or wss://: {url!r}")
+        return value

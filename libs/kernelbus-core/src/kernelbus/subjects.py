@@ -1,0 +1,108 @@
+"""Every NATS subject, stream and KV bucket Kernelbus uses, declared once as values.
+
+Handlers never spell a subject string; they call these functions. Kernel and worker ids are
+UUIDs or `[A-Za-z0-9_-]` tokens, valid both as subject tokens and as KV keys.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PREFIX = "kb"
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _token(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError(f"not a valid subject token: {value!r}")
+    return value
+
+
+# --- commands (request/reply) -------------------------------------------------------------
+
+
+def worker_start(worker_id: str) -> str:
+    """Start a kernel on one chosen worker (placement is decided by the api)."""
+    return f"{PREFIX}.worker.{_token(worker_id)}.start"
+
+
+def worker_resource(worker_id: str) -> str:
+    """Fetch a kernelspec resource file (logo, kernel.js) from a worker that has the spec."""
+    return f"{PREFIX}.worker.{_token(worker_id)}.resource"
+
+
+def kernel_command(kernel_id: str) -> str:
+    """Interrupt, restart or shut down a kernel; answered by the worker that owns it."""
+    return f"{PREFIX}.kernel.{_token(kernel_id)}.cmd"
+
+
+def kernel_attach(kernel_id: str) -> str:
+    """A websocket connection opens or closes on a kernel; answered by the owning worker."""
+    return f"{PREFIX}.kernel.{_token(kernel_id)}.attach"
+
+
+# --- kernel message streams ---------------------------------------------------------------
+
+
+def kernel_input(kernel_id: str) -> str:
+    """Client-to-kernel Jupyter messages (one NATS message per Jupyter message)."""
+    return f"{PREFIX}.kernel.{_token(kernel_id)}.in"
+
+
+def kernel_iopub(kernel_id: str) -> str:
+    """Kernel-to-everyone messages: iopub, broadcast to every connection of the kernel."""
+    return f"{PREFIX}.kernel.{_token(kernel_id)}.iopub"
+
+
+def connection(conn_id: str) -> str:
+    """Messages for one websocket connection: shell/control/stdin replies, replays."""
+    return f"{PREFIX}.conn.{_token(conn_id)}"
+
+
+# --- events -------------------------------------------------------------------------------
+
+EVENTS_SUBJECT_PREFIX = f"{PREFIX}.events"
+
+
+def event_subject(schema_id: str) -> str:
+    """Subject an event of the schema `schema_id` is published on.
+
+    `https://events.jupyter.org/jupyter_server/kernel_actions/v1` becomes
+    `kb.events.jupyter_server.kernel_actions.v1`, so subscribers can filter per schema with
+    `kb.events.jupyter_server.>` or `kb.events.*.kernel_actions.*`.
+    """
+    path = schema_id.split("://", 1)[-1]
+    parts = [p for p in path.split("/")[1:] if p]
+    tokens = [re.sub(r"[^A-Za-z0-9_-]", "_", p) for p in parts] or ["unknown"]
+    return ".".join([EVENTS_SUBJECT_PREFIX, *tokens])
+
+
+DEAD_LETTER_SUBJECT = f"{PREFIX}.deadletter.events"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+
+
+EVENTS_STREAM = StreamSpec("KERNELBUS_EVENTS", (f"{EVENTS_SUBJECT_PREFIX}.>",))
+DEAD_LETTER_STREAM = StreamSpec("KERNELBUS_DEADLETTER", (DEAD_LETTER_SUBJECT,))
+
+# --- KV buckets ---------------------------------------------------------------------------
+
+KERNELS_BUCKET = "kb_kernels"
+"""kernel_id -> KernelRecord JSON. Written by the owning worker."""
+
+WORKERS_BUCKET = "kb_workers"
+"""worker_id -> WorkerHeartbeat JSON; entries age out after WORKER_TTL seconds."""
+
+CONNECTIONS_BUCKET = "kb_connections"
+"""`<kernel_id>.<api_instance>` -> open websocket count; aged out if an api replica dies."""
+
+CULL_BUCKET = "kb_cull"
+"""kernel_id -> culling lease, so that several cullers cull one kernel once."""
+
+WORKER_TTL = 10.0
+CONNECTIONS_TTL = 30.0

@@ -1,0 +1,1 @@
+"""Kernelbus api service."""

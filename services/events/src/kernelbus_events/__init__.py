@@ -1,0 +1,1 @@
+"""Kernelbus events service."""

@@ -1,0 +1,1 @@
+"""Kernelbus kernel-worker service."""
