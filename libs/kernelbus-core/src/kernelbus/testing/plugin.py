@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from kernelbus import natsserver
+from kernelbus.processes import ServiceProcess, entry_point, spawn, wait_for
 
 _ISOLATED = ("HOME", "IPYTHONDIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR")
 _session_root: Path | None = None
@@ -89,3 +92,110 @@ def fresh_nats(tmp_path: Path) -> Iterator[natsserver.NatsServer]:
         yield server
     finally:
         server.stop()
+
+
+# --- Kernelbus services as real processes ---------------------------------------------------
+
+
+@dataclass
+class ApiProcess:
+    service: ServiceProcess
+    url: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"} if self.token else {}
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://", 1)
+
+
+class Services:
+    """Starts worker, api, culler and events processes; stops every one by pid afterwards."""
+
+    def __init__(self, root: Path, nats_url: str) -> None:
+        self.root = root
+        self.nats_url = nats_url
+        self.started: list[ServiceProcess] = []
+
+    def spawn(
+        self, name: str, env: dict[str, str] | None = None, nats_url: str | None = None
+    ) -> ServiceProcess:
+        full_env = {
+            "NATS_URL": nats_url or self.nats_url,
+            "NATS_CONNECT_ATTEMPTS": "20",
+            **(env or {}),
+        }
+        process = spawn(name, entry_point(name), full_env, self.root / "logs")
+        self.started.append(process)
+        return process
+
+    def worker(
+        self, env: dict[str, str] | None = None, nats_url: str | None = None
+    ) -> ServiceProcess:
+        """A kernel-worker, returned once it logged that it is ready (heartbeat published)."""
+        process = self.spawn("kernelbus-worker", env, nats_url)
+        wait_for(lambda: "kernel-worker ready" in process.log(), 60, "the worker", process)
+        return process
+
+    def api(
+        self,
+        env: dict[str, str] | None = None,
+        nats_url: str | None = None,
+        token: str = "test-token",
+    ) -> ApiProcess:
+        """An api replica on a free loopback port, returned once `/api/health/live` answers."""
+        port = natsserver.free_port()
+        full_env = {
+            "KERNELBUS_PORT": str(port),
+            "KERNELBUS_IP": "127.0.0.1",
+            "KERNELBUS_AUTH_TOKEN": token,
+        }
+        process = self.spawn("kernelbus-api", {**full_env, **(env or {})}, nats_url)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _http_ok(f"{url}/api/health/live"), 60, "the api", process)
+        return ApiProcess(process, url, token)
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            process.stop()
+        self.started.clear()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return int(response.status) == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def services(tmp_path: Path, nats_url: str) -> Iterator[Services]:
+    """Per-test service processes (on the session nats-server unless told otherwise)."""
+    started = Services(tmp_path, nats_url)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+@dataclass
+class Stack:
+    api: ApiProcess
+    worker: ServiceProcess
+    nats_url: str
+
+
+@pytest.fixture(scope="session")
+def stack(test_root: Path, nats_url: str) -> Iterator[Stack]:
+    """One worker and one api (token `test-token`) shared by the whole session."""
+    started = Services(test_root / "stack", nats_url)
+    try:
+        worker = started.worker()
+        api = started.api()
+        yield Stack(api, worker, nats_url)
+    finally:
+        started.stop_all()

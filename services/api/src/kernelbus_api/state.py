@@ -1,0 +1,19 @@
+"""Typed application state opened in the lifespan and handed to handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from kernelbus.registry import Registry
+from kernelbus_api.settings import ApiSettings
+
+
+@dataclass
+class AppState:
+    settings: ApiSettings
+    nc: Client
+    js: JetStreamContext
+    registry: Registry
