@@ -22,6 +22,10 @@ class ApiSettings(BusSettings):
         pattern=r"^[A-Za-z0-9_-]+$",
         description="Id of this api replica (connection counts are kept per replica).",
     )
+    allow_origin: str = Field(
+        default="",
+        description="`*`, or a comma list of origins allowed besides the api's own host.",
+    )
     request_timeout: float = Field(
         default=30.0, gt=0, le=600, description="Seconds to wait for a worker's answer."
     )
