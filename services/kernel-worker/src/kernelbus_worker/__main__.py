@@ -1,0 +1,21 @@
+"""`kernelbus-worker`: run a kernel-worker, configured only by environment variables."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kernelbus.logs import setup_logging
+from kernelbus.telemetry import setup_tracing
+from kernelbus_worker.settings import WorkerSettings
+from kernelbus_worker.worker import run_worker
+
+
+def main() -> None:
+    settings = WorkerSettings()
+    setup_logging(settings.log_format, settings.log_level)
+    setup_tracing("kernelbus-worker")
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()

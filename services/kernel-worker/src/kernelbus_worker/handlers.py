@@ -1,0 +1,142 @@
+"""Bus handlers of the worker: the NATS side of commands and kernel traffic.
+
+Worker-level subjects (start, resource) are subscribed for the worker's life; kernel-level
+subjects (commands, attach, client input) while the kernel lives here. Commands run as tasks so
+a slow start never holds up another command; client input is handled inline, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from kernelbus import bus, chunking, subjects
+from kernelbus.errors import BadRequest
+from kernelbus.messages import (
+    AttachConnection,
+    GetResource,
+    InterruptKernel,
+    KernelReply,
+    RestartKernel,
+    ShutdownKernel,
+    StartKernel,
+    kernel_command_adapter,
+)
+from kernelbus_worker.kernel import ManagedKernel
+from kernelbus_worker.kernelspecs import Catalog
+from kernelbus_worker.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+CONN_HEADER = "KB-Conn"
+
+
+class Handlers:
+    def __init__(
+        self, nc: Client, supervisor: Supervisor, catalog: Catalog, worker_id: str
+    ) -> None:
+        self.nc = nc
+        self.supervisor = supervisor
+        self.catalog = catalog
+        self.worker_id = worker_id
+        self._worker_subs: list[Subscription] = []
+        self._kernel_subs: dict[str, list[Subscription]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def subscribe_worker(self) -> None:
+        self._worker_subs = [
+            await self.nc.subscribe(
+                subjects.worker_start(self.worker_id),
+                cb=self._as_task(bus.responder(bus.parse_with(StartKernel), self._start)),
+            ),
+            await self.nc.subscribe(
+                subjects.worker_resource(self.worker_id),
+                cb=self._as_task(bus.responder(bus.parse_with(GetResource), self._resource)),
+            ),
+        ]
+
+    async def unsubscribe_worker(self) -> None:
+        for sub in self._worker_subs:
+            await sub.unsubscribe()
+        self._worker_subs = []
+
+    async def kernel_added(self, kernel: ManagedKernel) -> None:
+        kid = kernel.id
+        reassembler = chunking.Reassembler()
+
+        async def on_input(msg: Msg) -> None:
+            frame = reassembler.feed(msg.headers, msg.data)
+            if frame is not None:
+                await kernel.from_client(frame, (msg.headers or {}).get(CONN_HEADER))
+
+        self._kernel_subs[kid] = [
+            await self.nc.subscribe(subjects.kernel_input(kid), cb=on_input),
+            await self.nc.subscribe(
+                subjects.kernel_command(kid),
+                cb=self._as_task(
+                    bus.responder(kernel_command_adapter.validate_json, self._command)
+                ),
+            ),
+            await self.nc.subscribe(
+                subjects.kernel_attach(kid),
+                cb=self._as_task(bus.responder(bus.parse_with(AttachConnection), self._attach)),
+            ),
+        ]
+        await self.nc.flush()
+
+    async def kernel_removed(self, kernel: ManagedKernel) -> None:
+        for sub in self._kernel_subs.pop(kernel.id, []):
+            await sub.unsubscribe()
+
+    # --- handlers -------------------------------------------------------------------------
+
+    async def _start(self, command: StartKernel, msg: Msg) -> KernelReply:
+        return KernelReply(kernel=await self.supervisor.start(command))
+
+    async def _resource(self, command: GetResource, msg: Msg) -> KernelReply:
+        return KernelReply(data=self.catalog.resource(command.kernel_name, command.file))
+
+    async def _command(
+        self, command: InterruptKernel | RestartKernel | ShutdownKernel, msg: Msg
+    ) -> KernelReply:
+        if command.kernel_id not in msg.subject:
+            raise BadRequest("kernel_id does not match the subject")
+        if isinstance(command, InterruptKernel):
+            record = await self.supervisor.interrupt(command.kernel_id)
+        elif isinstance(command, RestartKernel):
+            record = await self.supervisor.restart(command.kernel_id)
+        else:
+            record = await self.supervisor.shutdown(command.kernel_id, command.reason)
+        return KernelReply(kernel=record)
+
+    async def _attach(self, command: AttachConnection, msg: Msg) -> KernelReply:
+        kernel = self.supervisor.get(command.kernel_id)
+        if command.command == "detach":
+            kernel.detach(command.conn_id)
+            return KernelReply(kernel=kernel.record)
+        owed = kernel.attach(command.conn_id, command.session_id)
+        if owed:
+            # Published after the reply; the api holds connection traffic until it accepted.
+            self._spawn(self._replay(kernel, command.conn_id, owed))
+        return KernelReply(kernel=kernel.record, data={"replayed": len(owed)})
+
+    async def _replay(self, kernel: ManagedKernel, conn_id: str, frames: list[bytes]) -> None:
+        for frame in frames:
+            await kernel.outbox.publish(subjects.connection(conn_id), frame)
+
+    def _as_task(
+        self, handler: Callable[[Msg], Awaitable[None]]
+    ) -> Callable[[Msg], Awaitable[None]]:
+        async def spawn(msg: Msg) -> None:
+            self._spawn(handler(msg))
+
+        return spawn
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

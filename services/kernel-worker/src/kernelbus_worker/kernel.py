@@ -1,0 +1,260 @@
+"""One running kernel: its jupyter_client manager, its shared ZMQ sockets, and the traffic
+between them and the bus (routing replies, broadcasting iopub, buffering for a reconnect,
+tracking activity)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import zmq.asyncio
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.session import Session
+
+from kernelbus import subjects
+from kernelbus.framing import FrameError, pack_v1, parent_msg_id, unpack_v1
+from kernelbus.logs import kernel_logger
+from kernelbus.models import KernelRecord
+from kernelbus.timefmt import utcnow
+from kernelbus_worker.activity import Activity
+from kernelbus_worker.outbox import Outbox
+from kernelbus_worker.routing import ReplayBuffer, RouteTable
+from kernelbus_worker.settings import WorkerSettings
+from kernelbus_worker.zmqbridge import KernelSockets
+
+log = logging.getLogger(__name__)
+
+
+class ManagedKernel:
+    """A kernel and its bridge. Lifecycle policy (restarts, capacity) lives in the supervisor."""
+
+    def __init__(
+        self,
+        record: KernelRecord,
+        km: AsyncKernelManager,
+        settings: WorkerSettings,
+        outbox: Outbox,
+        context: zmq.asyncio.Context,
+    ) -> None:
+        self.context = context
+        self.record = record
+        self.km = km
+        self.settings = settings
+        self.outbox = outbox
+        self.log = kernel_logger(log, kernel_id=record.id, worker_id=record.worker_id)
+        self.sockets: KernelSockets | None = None
+        self.routes = RouteTable()
+        self.activity = Activity()
+        self.connections: dict[str, str] = {}
+        self._conn_sessions: OrderedDict[str, str] = OrderedDict()
+        self.buffer: ReplayBuffer | None = None
+        self.spec_env: dict[str, str] = {}
+        self.dirty = True
+        self.busy_with_lifecycle = False
+        self._pumps: list[asyncio.Task[None]] = []
+        self._info_waiters: dict[str, asyncio.Future[None]] = {}
+        self._iopub_seen = asyncio.Event()
+        self._session = Session(key=b"", username="kernelbus")
+        self._iopub_subject = subjects.kernel_iopub(record.id)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    # --- bridge ---------------------------------------------------------------------------
+
+    def open_bridge(self) -> None:
+        """(Re)connect the shared sockets to the kernel's current ports and start pumping."""
+        self.close_bridge()
+        info = plain(self.km.get_connection_info())
+        self._session = Session(
+            key=str(info.get("key", "")).encode(),
+            signature_scheme=info.get("signature_scheme", "hmac-sha256"),
+            username="kernelbus",
+        )
+        self.sockets = KernelSockets(self.context, info, self._session)
+        self.record.connection_info = info
+        loop = asyncio.get_running_loop()
+        self._pumps = [loop.create_task(self._pump_iopub())]
+        for channel in ("shell", "control", "stdin"):
+            self._pumps.append(loop.create_task(self._pump_replies(channel)))
+
+    def close_bridge(self) -> None:
+        for task in self._pumps:
+            task.cancel()
+        self._pumps = []
+        if self.sockets is not None:
+            self.sockets.close()
+            self.sockets = None
+
+    async def _pump_iopub(self) -> None:
+        assert self.sockets is not None
+        sockets = self.sockets
+        while True:
+            parts = await sockets.recv("iopub")
+            self._iopub_seen.set()
+            self._observe(parts)
+            frame = pack_v1("iopub", parts)
+            if self.buffer is not None:
+                self.buffer.add(frame)
+            await self.outbox.publish(self._iopub_subject, frame)
+
+    async def _pump_replies(self, channel: str) -> None:
+        assert self.sockets is not None
+        sockets = self.sockets
+        while True:
+            parts = await sockets.recv(channel)
+            parent_id = parent_msg_id(parts)
+            waiter = self._info_waiters.pop(parent_id or "", None)
+            if waiter is not None:
+                if not waiter.done():
+                    waiter.set_result(None)
+                continue
+            await self._route_reply(channel, parts, parent_id)
+
+    async def _route_reply(self, channel: str, parts: list[bytes], parent_id: str | None) -> None:
+        conn_id = self.routes.lookup(parent_id)
+        if conn_id is None:
+            self.log.debug("no route for a %s reply to %s; dropped", channel, parent_id)
+            return
+        if channel != "stdin" and _msg_type(parts).endswith("_reply"):
+            self.routes.forget(parent_id)
+        frame = pack_v1(channel, parts)
+        if conn_id in self.connections:
+            await self.outbox.publish(subjects.connection(conn_id), frame)
+        elif self.buffer is not None and self._conn_sessions.get(conn_id) == self.buffer.session_id:
+            self.buffer.add(frame)
+
+    def _observe(self, parts: list[bytes]) -> None:
+        try:
+            header = json.loads(parts[0])
+            parent = json.loads(parts[1]) if len(parts[1]) > 2 else {}
+            msg_type = header.get("msg_type", "")
+            status = json.loads(parts[3]).get("execution_state") if msg_type == "status" else None
+        except (ValueError, AttributeError):
+            return
+        active, changed = self.activity.observe(msg_type, parent.get("msg_type"), status)
+        if active:
+            self.record.last_activity = utcnow()
+            self.dirty = True
+        if changed and self.record.execution_state not in ("restarting", "dead"):
+            self.record.execution_state = self.activity.execution_state  # type: ignore[assignment]
+            self.dirty = True
+
+    # --- client traffic -------------------------------------------------------------------
+
+    async def from_client(self, frame: bytes, conn_id: str | None) -> None:
+        """A client message from the bus: check its framing, remember its route, send it."""
+        try:
+            channel, parts = unpack_v1(frame)
+            msg_id = json.loads(parts[0])["msg_id"]
+        except (FrameError, ValueError, KeyError, TypeError) as exc:
+            self.log.warning("dropped a malformed client message: %s", exc)
+            return
+        if channel == "iopub" or self.sockets is None:
+            return
+        if conn_id and channel != "stdin":
+            self.routes.remember(str(msg_id), conn_id)
+        await self.sockets.send(channel, parts)
+
+    def attach(self, conn_id: str, session_id: str) -> list[bytes]:
+        """A websocket opened: returns what is owed to its session (JS replay), in order."""
+        self.connections[conn_id] = session_id
+        self._conn_sessions[conn_id] = session_id
+        while len(self._conn_sessions) > 1000:
+            self._conn_sessions.popitem(last=False)
+        owed: list[bytes] = []
+        if self.buffer is not None:
+            if self.buffer.session_id == session_id:
+                owed = self.buffer.drain()
+                self.log.info("Replaying %d buffered messages", len(owed))
+            else:
+                self.log.info(
+                    "Discarding %d buffered messages for %s",
+                    len(self.buffer),
+                    self.buffer.session_id,
+                )
+            self.buffer = None
+        return owed
+
+    def detach(self, conn_id: str) -> None:
+        """A websocket closed; the last one to close starts buffering for its session."""
+        session_id = self.connections.pop(conn_id, None)
+        if session_id is None or self.connections or self.settings.replay_window <= 0:
+            return
+        self.buffer = ReplayBuffer(
+            session_id,
+            self.settings.replay_max_messages,
+            self.settings.replay_max_bytes,
+            self.settings.replay_window,
+        )
+
+    # --- readiness and generated messages -------------------------------------------------
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Until the kernel answered kernel_info on shell and iopub has shown to be live."""
+        deadline = time.monotonic() + timeout
+        self._iopub_seen.clear()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("kernel did not answer kernel_info in time")
+            if await self._kernel_info_round(min(1.0, remaining)) and self._iopub_seen.is_set():
+                return
+            if not await self.km.is_alive():
+                raise RuntimeError("kernel process exited during start")
+
+    async def _kernel_info_round(self, wait: float) -> bool:
+        assert self.sockets is not None
+        msg = self._session.msg("kernel_info_request")
+        waiter = asyncio.get_running_loop().create_future()
+        self._info_waiters[msg["header"]["msg_id"]] = waiter
+        await self.sockets.send("shell", self._parts(msg))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), wait)
+            if not self._iopub_seen.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._iopub_seen.wait(), wait)
+            return True
+        except TimeoutError:
+            return False
+
+    async def publish_status(self, state: str) -> None:
+        """An iopub status the worker generates (`restarting`, `dead`): empty parent_header."""
+        msg = self._session.msg("status", content={"execution_state": state})
+        frame = pack_v1("iopub", self._parts(msg))
+        if self.buffer is not None:
+            self.buffer.add(frame)
+        await self.outbox.publish(self._iopub_subject, frame)
+
+    def _parts(self, msg: dict[str, Any]) -> list[bytes]:
+        pack = self._session.pack
+        return [
+            pack(msg["header"]),
+            pack(msg["parent_header"]),
+            pack(msg["metadata"]),
+            pack(msg["content"]),
+        ]
+
+
+def _msg_type(parts: list[bytes]) -> str:
+    try:
+        return str(json.loads(parts[0]).get("msg_type", ""))
+    except ValueError:
+        return ""
+
+
+def plain(value: Any) -> Any:
+    """Connection/provisioner info as JSON-safe values (the HMAC key arrives as bytes)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value

@@ -1,0 +1,104 @@
+"""Kernel-worker settings: every one an environment variable (prefix `KERNELBUS_WORKER_`)."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from kernelbus.settings import BusSettings
+
+DEFAULT_INHERITED_ENV = (
+    "PATH,LANG,LANGUAGE,LC_ALL,LC_CTYPE,TZ,HOME,USER,LOGNAME,SHELL,TMPDIR,"
+    "IPYTHONDIR,JUPYTER_PATH,JUPYTER_CONFIG_DIR,JUPYTER_DATA_DIR,JUPYTER_RUNTIME_DIR,"
+    "VIRTUAL_ENV,OPENBLAS_CORETYPE,OPENBLAS_L2_SIZE"
+)
+
+
+class WorkerSettings(BusSettings):
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="KERNELBUS_WORKER_")
+
+    id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()[:20]}-{uuid.uuid4().hex[:8]}",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        max_length=64,
+        description="Worker id; a restarted worker with the same id re-adopts its kernels.",
+    )
+    max_kernels: int = Field(
+        default=32, ge=1, le=10_000, description="Kernels this worker runs at most."
+    )
+    kernelspecs: str = Field(
+        default="",
+        description="Comma list of kernelspec names this worker offers (empty: all found).",
+    )
+    inherited_env: str = Field(
+        default=DEFAULT_INHERITED_ENV,
+        description="Comma list of the worker's own environment variables kernels inherit.",
+    )
+    heartbeat_interval: float = Field(
+        default=2.0, gt=0, le=60, description="Seconds between heartbeats."
+    )
+    poll_interval: float = Field(
+        default=1.0, gt=0, le=60, description="Seconds between checks that each kernel is alive."
+    )
+    autorestart: bool = Field(default=True, description="Restart a kernel that died on its own.")
+    restart_limit: int = Field(
+        default=5, ge=0, le=100, description="Automatic restarts before `dead`."
+    )
+    activity_write_interval: float = Field(
+        default=0.5, gt=0, le=60, description="Least seconds between registry writes of activity."
+    )
+    kernel_info_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description="Seconds a (re)started kernel has to answer kernel_info.",
+    )
+    shutdown_wait: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="Seconds a kernel has to exit after shutdown_request.",
+    )
+    replay_window: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="Seconds output is kept for a reconnecting client.",
+    )
+    replay_max_messages: int = Field(default=10_000, ge=0, description="Buffered messages at most.")
+    replay_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=0, description="Buffered bytes at most."
+    )
+    shutdown_kernels_on_exit: bool = Field(
+        default=True,
+        description="Shut every kernel down on SIGTERM (off: leave them for a successor to adopt).",
+    )
+    use_kernel_working_dir: bool = Field(
+        default=True, description="Start kernels in KERNEL_WORKING_DIR when it exists on this host."
+    )
+    runtime_dir: str = Field(
+        default="", description="Where connection files go (default: Jupyter's)."
+    )
+
+    @field_validator("kernelspecs", "inherited_env")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        for name in _split(value):
+            if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+                raise ValueError(f"not a valid name: {name!r}")
+        return value
+
+    @property
+    def kernelspec_names(self) -> list[str]:
+        return _split(self.kernelspecs)
+
+    @property
+    def inherited_names(self) -> list[str]:
+        return _split(self.inherited_env)
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]

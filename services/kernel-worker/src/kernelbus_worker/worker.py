@@ -1,0 +1,102 @@
+"""Composition root of the kernel-worker: `run_worker(settings)` wires the pieces, runs until
+SIGTERM/SIGINT, then shuts its kernels down (unless told to leave them) and says goodbye."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+
+from kernelbus import bus, events
+from kernelbus.events import EventPublisher
+from kernelbus.registry import Registry
+from kernelbus.timefmt import utcnow
+from kernelbus_worker.handlers import Handlers
+from kernelbus_worker.heartbeat import heartbeat
+from kernelbus_worker.kernelspecs import Catalog
+from kernelbus_worker.outbox import Outbox
+from kernelbus_worker.settings import WorkerSettings
+from kernelbus_worker.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
+    stop = stop or _stop_on_signals()
+    nc = await bus.connect(settings, name=f"worker-{settings.id}")
+    js = nc.jetstream()
+    await bus.ensure_infrastructure(js)
+    registry = await Registry.open(js)
+    publisher = await EventPublisher.open(js, source=f"kernel-worker/{settings.id}")
+    catalog = Catalog.create(settings.kernelspec_names)
+    handlers: Handlers
+    supervisor = Supervisor(
+        settings,
+        registry,
+        Outbox(nc),
+        publisher,
+        catalog,
+        on_added=lambda k: handlers.kernel_added(k),
+        on_removed=lambda k: handlers.kernel_removed(k),
+    )
+    handlers = Handlers(nc, supervisor, catalog, settings.id)
+    started_at = utcnow()
+    await handlers.subscribe_worker()
+    await registry.put_heartbeat(heartbeat(settings, supervisor, catalog, started_at))
+    await publisher.emit(events.WORKER_STARTED, _worker_event(settings, []))
+    log.info("kernel-worker ready", extra={"worker_id": settings.id})
+    loops = [
+        asyncio.create_task(
+            _every(
+                settings.heartbeat_interval,
+                lambda: registry.put_heartbeat(
+                    heartbeat(settings, supervisor, catalog, started_at)
+                ),
+            )
+        ),
+        asyncio.create_task(_every(settings.activity_write_interval, supervisor.flush_activity)),
+    ]
+    try:
+        await stop.wait()
+    finally:
+        log.info("kernel-worker stopping", extra={"worker_id": settings.id})
+        await handlers.unsubscribe_worker()
+        kernel_ids = list(supervisor.kernels)
+        if settings.shutdown_kernels_on_exit:
+            await supervisor.shutdown_all()
+        for task in loops:
+            task.cancel()
+        await registry.remove_worker(settings.id)
+        await publisher.emit(events.WORKER_STOPPED, _worker_event(settings, kernel_ids))
+        await publisher.close()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+
+def _worker_event(settings: WorkerSettings, kernel_ids: list[str]) -> dict[str, object]:
+    return {
+        "worker_id": settings.id,
+        "hostname": socket.gethostname(),
+        "max_kernels": settings.max_kernels,
+        "kernel_ids": kernel_ids,
+    }
+
+
+async def _every(interval: float, action: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await action()
+        except Exception:
+            log.exception("periodic task failed")
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

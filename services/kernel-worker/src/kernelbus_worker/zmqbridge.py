@@ -1,0 +1,73 @@
+"""The one module that knows ZMQ: a kernel's sockets, shared by every client of the kernel.
+
+shell, control and stdin are DEALERs; shell and stdin share one identity, because ipykernel
+sends `input_request` to the identity that sent the execute_request. iopub is a SUB to
+everything. Messages cross as parts after the delimiter and signature:
+`[header, parent_header, metadata, content, *buffers]`, signed on the way in.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from jupyter_client.session import Session
+
+DELIMITER = b"<IDS|MSG>"
+CHANNELS = ("shell", "control", "stdin", "iopub")
+_TYPES = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "iopub": zmq.SUB}
+
+
+class KernelSockets:
+    def __init__(
+        self, context: zmq.asyncio.Context, info: dict[str, Any], session: Session
+    ) -> None:
+        self.info = info
+        self.session = session
+        identity = uuid.uuid4().hex.encode()
+        self.sockets: dict[str, zmq.asyncio.Socket] = {}
+        for channel in CHANNELS:
+            sock = context.socket(_TYPES[channel])
+            sock.linger = 0
+            if channel in ("shell", "stdin"):
+                sock.identity = identity
+            if channel == "iopub":
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(_url(info, channel))
+            self.sockets[channel] = sock
+
+    async def send(self, channel: str, parts: list[bytes]) -> None:
+        """Sign the four JSON parts and send them unchanged, buffers after them."""
+        signature = self.session.sign(parts[:4])
+        await self.sockets[channel].send_multipart([DELIMITER, signature, *parts], copy=False)
+
+    async def recv(self, channel: str) -> list[bytes]:
+        """The next message on `channel` as its parts after the signature."""
+        while True:
+            frames = await self.sockets[channel].recv_multipart()
+            try:
+                at = frames.index(DELIMITER)
+            except ValueError:
+                continue
+            parts = frames[at + 2 :]
+            if len(parts) >= 4:
+                return parts
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close(linger=0)
+        self.sockets.clear()
+
+
+def _url(info: dict[str, Any], channel: str) -> str:
+    port = info[f"{channel}_port"]
+    transport = info.get("transport", "tcp")
+    if transport == "ipc":
+        return f"ipc://{info['ip']}-{port}"
+    return f"{transport}://{info['ip']}:{port}"
+
+
+def new_context() -> zmq.asyncio.Context:
+    return zmq.asyncio.Context()
