@@ -81,9 +81,9 @@ class Supervisor:
             return self.kernels[command.kernel_id].record
         if command.kernel_id in self._starting:
             return await asyncio.shield(self._starting[command.kernel_id])
+        self.catalog.spec(command.kernel_name)
         if self.running >= self.settings.max_kernels:
             raise CapacityExceeded("Resource Limit")
-        self.catalog.spec(command.kernel_name)
         task = asyncio.get_running_loop().create_task(self._start(command))
         self._starting[command.kernel_id] = task
         try:
@@ -172,10 +172,7 @@ class Supervisor:
         """Make a ready kernel reachable: registry entry, bus subscriptions, death watch."""
         record = kernel.record
         record.execution_state = kernel.activity.execution_state  # type: ignore[assignment]
-        provisioner = kernel.km.provisioner
-        if provisioner is not None:
-            record.provisioner_info = plain(await provisioner.get_provisioner_info())
-            record.pid = record.provisioner_info.get("pid")
+        await _record_provisioner(kernel)
         self.kernels[record.id] = kernel
         await self.on_added(kernel)
         await self.registry.put_kernel(record)
@@ -224,10 +221,7 @@ class Supervisor:
         await kernel.wait_ready(self.settings.kernel_info_timeout)
         kernel.record.execution_state = kernel.activity.execution_state  # type: ignore[assignment]
         kernel.record.reason = ""
-        provisioner = kernel.km.provisioner
-        if provisioner is not None:
-            kernel.record.provisioner_info = plain(await provisioner.get_provisioner_info())
-            kernel.record.pid = kernel.record.provisioner_info.get("pid")
+        await _record_provisioner(kernel)
         kernel.dirty = True
 
     async def shutdown(self, kernel_id: str, reason: str = "") -> KernelRecord:
@@ -374,6 +368,21 @@ def _launch_error(command: StartKernel, exc: BaseException) -> Exception:
             f"Kernel {command.kernel_id} did not start within {command.launch_timeout:.0f} s"
         )
     return LaunchFailed(f"Kernel {command.kernel_id} failed to start: {exc}")
+
+
+async def _record_provisioner(kernel: ManagedKernel) -> None:
+    """Keep what a successor needs to find the kernel again (`get_provisioner_info`)."""
+    provisioner = kernel.km.provisioner
+    if provisioner is None:
+        return
+    info = plain(await provisioner.get_provisioner_info())
+    stanza = (kernel.km.kernel_spec.metadata if kernel.km.kernel_spec else {}).get(
+        "kernel_provisioner", {}
+    )
+    info["provisioner_name"] = stanza.get("provisioner_name", "local-provisioner")
+    info["provisioner_class"] = f"{type(provisioner).__module__}.{type(provisioner).__qualname__}"
+    kernel.record.provisioner_info = info
+    kernel.record.pid = info.get("pid")
 
 
 async def _exit_code(kernel: ManagedKernel) -> int | None:

@@ -1,0 +1,126 @@
+"""A bus-level Jupyter client for tests: what an api connection does, without HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_client.session import Session
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from kernelbus import chunking, subjects
+from kernelbus.bus import request
+from kernelbus.framing import pack_v1, unpack_v1
+from kernelbus.messages import AttachConnection
+
+
+@dataclass
+class Received:
+    channel: str
+    header: dict[str, Any]
+    parent: dict[str, Any]
+    content: dict[str, Any]
+    buffers: list[bytes]
+
+    @property
+    def msg_type(self) -> str:
+        return str(self.header.get("msg_type", ""))
+
+
+@dataclass
+class BusConnection:
+    nc: Client
+    kernel_id: str
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    conn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    inbox: asyncio.Queue[Received] = field(default_factory=asyncio.Queue)
+    session: Session = field(default_factory=Session)
+
+    async def attach(self) -> dict[str, Any]:
+        reassembler = chunking.Reassembler()
+
+        async def on_msg(msg: Msg) -> None:
+            frame = reassembler.feed(msg.headers, msg.data)
+            if frame is None:
+                return
+            channel, parts = unpack_v1(frame)
+            await self.inbox.put(
+                Received(
+                    channel,
+                    json.loads(parts[0]),
+                    json.loads(parts[1]),
+                    json.loads(parts[3]),
+                    parts[4:],
+                )
+            )
+
+        self._subs = [
+            await self.nc.subscribe(subjects.connection(self.conn_id), cb=on_msg),
+            await self.nc.subscribe(subjects.kernel_iopub(self.kernel_id), cb=on_msg),
+        ]
+        await self.nc.flush()
+        reply = await request(
+            self.nc, subjects.kernel_attach(self.kernel_id), self._attach("attach"), 10
+        )
+        return reply.data
+
+    async def detach(self) -> None:
+        await request(self.nc, subjects.kernel_attach(self.kernel_id), self._attach("detach"), 10)
+        for sub in self._subs:
+            await sub.unsubscribe()
+
+    def _attach(self, command: str) -> AttachConnection:
+        return AttachConnection(
+            command=command,  # type: ignore[arg-type]
+            kernel_id=self.kernel_id,
+            conn_id=self.conn_id,
+            session_id=self.session_id,
+            api_instance="tests",
+        )
+
+    async def send(self, msg_type: str, content: dict[str, Any], channel: str = "shell") -> str:
+        msg = self.session.msg(msg_type, content=content)
+        pack = self.session.pack
+        parts = [
+            pack(msg["header"]),
+            pack(msg["parent_header"]),
+            pack(msg["metadata"]),
+            pack(msg["content"]),
+        ]
+        await self.nc.publish(
+            subjects.kernel_input(self.kernel_id),
+            pack_v1(channel, parts),
+            headers={"KB-Conn": self.conn_id},
+        )
+        return str(msg["header"]["msg_id"])
+
+    async def execute(self, code: str, timeout: float = 30) -> list[Received]:
+        """Run `code`; every message of that request until its reply and `idle` arrived."""
+        msg_id = await self.send("execute_request", {"code": code, "silent": False})
+        return await self.until_done(msg_id, timeout)
+
+    async def until_done(self, msg_id: str, timeout: float = 30) -> list[Received]:
+        seen: list[Received] = []
+        replied = idle = False
+        async with asyncio.timeout(timeout):
+            while not (replied and idle):
+                msg = await self.inbox.get()
+                if msg.parent.get("msg_id") != msg_id:
+                    continue
+                seen.append(msg)
+                replied = replied or msg.msg_type.endswith("_reply")
+                idle = idle or (
+                    msg.msg_type == "status" and msg.content.get("execution_state") == "idle"
+                )
+        return seen
+
+    async def next_matching(self, predicate: Any, timeout: float = 30) -> Received:
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.inbox.get()
+                if predicate(msg):
+                    return msg

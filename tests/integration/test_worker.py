@@ -1,0 +1,396 @@
+"""kernel-worker against a real nats-server and real ipykernel kernels, spoken to on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from kernelbus import bus, subjects
+from kernelbus.errors import CapacityExceeded, NoSuchKernelspec
+from kernelbus.messages import (
+    InterruptKernel,
+    RestartKernel,
+    ShutdownKernel,
+    StartKernel,
+    new_kernel_id,
+)
+from kernelbus.models import KernelRecord
+from kernelbus.registry import Registry
+from kernelbus.testing.busclient import BusConnection
+from kernelbus.testing.plugin import Services
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.drain()
+
+
+async def registry_of(nc: Client) -> Registry:
+    return await Registry.open(nc.jetstream())
+
+
+def worker_id() -> str:
+    return f"w-{uuid.uuid4().hex[:8]}"
+
+
+async def start(nc: Client, wid: str, name: str = "python3", **kw: object) -> KernelRecord:
+    command = StartKernel(kernel_id=new_kernel_id(), kernel_name=name, **kw)  # type: ignore[arg-type]
+    reply = await bus.request(nc, subjects.worker_start(wid), command, timeout=60)
+    assert reply.kernel is not None
+    return reply.kernel
+
+
+async def shutdown(nc: Client, kernel_id: str) -> None:
+    await bus.request(
+        nc, subjects.kernel_command(kernel_id), ShutdownKernel(kernel_id=kernel_id), 30
+    )
+
+
+def parent_pid(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+async def until(
+    condition: Callable[[], Awaitable[bool]], timeout: float = 30, what: str = "condition"
+) -> None:
+    """Poll state that lives in another process (the registry) until it holds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not await condition():  # noqa: ASYNC110 - remote state has no local event
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"timed out waiting for {what}")
+
+
+async def test_heartbeat_announces_capacity_and_kernelspecs(services: Services, nc: Client) -> None:
+    wid = worker_id()
+    services.worker({"KERNELBUS_WORKER_ID": wid, "KERNELBUS_WORKER_MAX_KERNELS": "3"})
+    workers = {w.worker_id: w for w in await (await registry_of(nc)).live_workers()}
+    assert workers[wid].max_kernels == 3
+    assert workers[wid].running_kernels == 0
+    assert workers[wid].has_spec("python3")
+    spec = next(s for s in workers[wid].kernelspecs if s.name == "python3")
+    assert spec.spec["language"] == "python"
+    assert "logo-64x64.png" in spec.resource_files
+
+
+async def test_kernel_runs_under_the_worker_and_answers(services: Services, nc: Client) -> None:
+    wid = worker_id()
+    worker = services.worker({"KERNELBUS_WORKER_ID": wid})
+    record = await start(nc, wid, env={"KERNEL_USERNAME": "alice"}, username="alice")
+    assert record.worker_id == wid and record.username == "alice"
+    assert record.pid is not None and parent_pid(record.pid) == worker.pid
+    stored = await (await registry_of(nc)).get_kernel(record.id)
+    assert stored is not None and stored.connection_info["shell_port"] > 0
+    conn = BusConnection(nc, record.id)
+    await conn.attach()
+    seen = await conn.execute("1+1")
+    types = [m.msg_type for m in seen]
+    assert types[0] == "status" and "execute_input" in types and "execute_reply" in types
+    result = next(m for m in seen if m.msg_type == "execute_result")
+    assert result.content["data"]["text/plain"] == "2"
+    await shutdown(nc, record.id)
+    assert await (await registry_of(nc)).get_kernel(record.id) is None
+
+    async def exited() -> bool:
+        return not pid_alive(record.pid or 0)
+
+    await until(exited, what="kernel exit")
+
+
+async def test_replies_reach_only_the_connection_that_asked(services: Services, nc: Client) -> None:
+    wid = worker_id()
+    services.worker({"KERNELBUS_WORKER_ID": wid})
+    record = await start(nc, wid)
+    first, second = (
+        BusConnection(nc, record.id, session_id=""),
+        BusConnection(nc, record.id, session_id=""),
+    )
+    await first.attach()
+    await second.attach()
+    seen = await first.execute("print('hello')")
+    assert any(m.msg_type == "execute_reply" for m in seen)
+    # the second connection saw the iopub stream but not the reply
+    others = []
+    while not second.inbox.empty():
+        others.append(second.inbox.get_nowait())
+    assert any(m.msg_type == "stream" for m in others)
+    assert not any(m.msg_type == "execute_reply" for m in others)
+    await shutdown(nc, record.id)
+
+
+async def test_input_goes_through_stdin(services: Services, nc: Client) -> None:
+    wid = worker_id()
+    services.worker({"KERNELBUS_WORKER_ID": wid})
+    record = await start(nc, wid)
+    conn = BusConnection(nc, record.id)
+    await conn.attach()
+    msg_id = await conn.send(
+        "execute_request", {"code": "x = input('name? ')\nprint(x[::-1])", "allow_stdin": True}
+    )
+    prompt = await conn.next_matching(lambda m: m.msg_type == "input_request")
+    assert prompt.channel == "stdin" and prompt.content["prompt"] == "name? "
+    await conn.send("input_reply", {"value": "kernelbus"}, channel="stdin")
+    seen = await conn.until_done(msg_id)
+    assert any(m.msg_type == "stream" and "sublenrek" in m.content["text"] for m in seen)
+    await shutdown(nc, record.id)
+
+
+async def test_start_is_idempotent_and_bounded(services: Services, nc: Client) -> None:
+    wid = worker_id()
+    services.worker({"KERNELBUS_WORKER_ID": wid, "KERNELBUS_WORKER_MAX_KERNELS": "1"})
+    command = StartKernel(kernel_id=new_kernel_id(), kernel_name="python3")
+    first = await bus.request(nc, subjects.worker_start(wid), command, 60)
+    again = await bus.request(nc, subjects.worker_start(wid), command, 60)
+    assert first.kernel is not None and again.kernel is not None
+    assert first.kernel.pid == again.kernel.pid
+    with pytest.raises(CapacityExceeded):
+        await start(nc, wid)
+    with pytest.raises(NoSuchKernelspec):
+        await bus.request(
+            nc,
+            subjects.worker_start(wid),
+            StartKernel(kernel_id=new_kernel_id(), kernel_name="nope"),
+            30,
+        )
+    await shutdown(nc, command.kernel_id)
+
+
+async def test_malformed_command_gets_a_typed_error_and_changes_nothing(
+    services: Services, nc: Client
+) -> None:
+    wid = worker_id()
+    services.worker({"KERNELBUS_WORKER_ID": wid})
+    for payload in (
+        b"not json",
+        b"{}",
+        json.dumps({"kernel_id": "x", "kernel_name": "python3"}).encode(),
+    ):
+        reply = json.loads((await nc.request(subjects.worker_start(wid), payload, timeout=10)).data)
+        assert reply["status"] == "error" and reply["code"] == "bad_request"
+    assert (await (await registry_of(nc)).live_workers()) and not [
+        k for k in await (await registry_of(nc)).list_kernels() if k.worker_id == wid
+    ]
+
+
+async def test_interrupt_and_restart(services: Services, nc: Client) -> None:
+    wid = worker_id()
+    services.worker({"KERNELBUS_WORKER_ID": wid})
+    record = await start(nc, wid)
+    conn = BusConnection(nc, record.id)
+    await conn.attach()
+    await conn.execute("state = 42")
+    msg_id = await conn.send("execute_request", {"code": "import time; time.sleep(60)"})
+    await conn.next_matching(lambda m: m.msg_type == "execute_input")
+    await bus.request(
+        nc, subjects.kernel_command(record.id), InterruptKernel(kernel_id=record.id), 30
+    )
+    seen = await conn.until_done(msg_id)
+    assert any(m.msg_type == "error" and m.content["ename"] == "KeyboardInterrupt" for m in seen)
+    reply = await bus.request(
+        nc, subjects.kernel_command(record.id), RestartKernel(kernel_id=record.id), 60
+    )
+    assert reply.kernel is not None and reply.kernel.id == record.id
+    seen = await conn.execute("print('state' in globals())")
+    assert any(m.msg_type == "stream" and m.content["text"].strip() == "False" for m in seen)
+    await shutdown(nc, record.id)
+
+
+async def test_killed_kernel_is_restarted(services: Services, nc: Client) -> None:
+    wid = worker_id()
+    services.worker({"KERNELBUS_WORKER_ID": wid, "KERNELBUS_WORKER_POLL_INTERVAL": "0.2"})
+    record = await start(nc, wid)
+    conn = BusConnection(nc, record.id)
+    await conn.attach()
+    os.kill(record.pid or 0, signal.SIGKILL)
+    await conn.next_matching(
+        lambda m: m.msg_type == "status" and m.content["execution_state"] == "restarting"
+    )
+    registry = await registry_of(nc)
+
+    async def restarted() -> bool:
+        stored = await registry.get_kernel(record.id)
+        return stored is not None and stored.restarts == 1 and stored.execution_state == "idle"
+
+    await until(restarted, what="restart recorded")
+    seen = await conn.execute("1+1")
+    assert any(m.msg_type == "execute_result" for m in seen)
+    await shutdown(nc, record.id)
+
+
+async def test_killed_kernel_without_autorestart_is_dead_in_the_registry(
+    services: Services, nc: Client
+) -> None:
+    wid = worker_id()
+    services.worker(
+        {
+            "KERNELBUS_WORKER_ID": wid,
+            "KERNELBUS_WORKER_POLL_INTERVAL": "0.2",
+            "KERNELBUS_WORKER_AUTORESTART": "false",
+        }
+    )
+    record = await start(nc, wid)
+    conn = BusConnection(nc, record.id)
+    await conn.attach()
+    os.kill(record.pid or 0, signal.SIGKILL)
+    await conn.next_matching(
+        lambda m: m.msg_type == "status" and m.content["execution_state"] == "dead"
+    )
+    registry = await registry_of(nc)
+
+    async def dead() -> bool:
+        stored = await registry.get_kernel(record.id)
+        return stored is not None and stored.execution_state == "dead" and "died" in stored.reason
+
+    await until(dead, what="dead recorded")
+    await shutdown(nc, record.id)
+    assert await registry.get_kernel(record.id) is None
+
+
+async def test_kernel_environment_is_built_from_scratch(services: Services, nc: Client) -> None:
+    wid = worker_id()
+    services.worker(
+        {"KERNELBUS_WORKER_ID": wid, "KERNELBUS_AUTH_TOKEN": "secret-token", "SOME_SECRET": "x"}
+    )
+    record = await start(nc, wid, env={"KERNEL_FLAVOUR": "mint"})
+    conn = BusConnection(nc, record.id)
+    await conn.attach()
+    seen = await conn.execute("import os, json; print(json.dumps(dict(os.environ)))")
+    env = json.loads(next(m.content["text"] for m in seen if m.msg_type == "stream"))
+    assert (
+        env["KERNEL_FLAVOUR"] == "mint"
+        and env["KERNEL_GATEWAY"] == "1"
+        and env["KERNEL_ID"] == record.id
+    )
+    assert "PATH" in env
+    assert "KERNELBUS_AUTH_TOKEN" not in env and "SOME_SECRET" not in env and "NATS_URL" not in env
+    await shutdown(nc, record.id)
+
+
+async def test_worker_stop_shuts_its_kernels_down(services: Services, nc: Client) -> None:
+    wid = worker_id()
+    worker = services.worker({"KERNELBUS_WORKER_ID": wid})
+    record = await start(nc, wid)
+    worker.stop()
+    assert worker.process.returncode == 0
+    assert not pid_alive(record.pid or 0)
+    registry = await registry_of(nc)
+    assert await registry.get_kernel(record.id) is None
+    assert wid not in {w.worker_id for w in await registry.live_workers()}
+
+
+PROVISIONER = '''
+from jupyter_client.provisioning import LocalProvisioner
+
+
+class MarkingProvisioner(LocalProvisioner):
+    """Launches like the local provisioner and marks the kernel's environment."""
+
+    async def pre_launch(self, **kwargs):
+        kwargs = await super().pre_launch(**kwargs)
+        kwargs["env"]["MARKED_BY_PROVISIONER"] = "yes"
+        return kwargs
+'''
+
+
+def install_test_provisioner(root: Path) -> dict[str, str]:
+    """A provisioner registered through an entry point, and a kernelspec that names it."""
+    site = root / "site"
+    site.mkdir(parents=True)
+    (site / "kb_test_provisioner.py").write_text(PROVISIONER)
+    dist = site / "kb_test_provisioner-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: kb-test-provisioner\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[jupyter_client.kernel_provisioners]\n"
+        "marking-provisioner = kb_test_provisioner:MarkingProvisioner\n"
+    )
+    spec_dir = root / "data" / "kernels" / "marked"
+    spec_dir.mkdir(parents=True)
+    import sys
+
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Marked Python",
+                "language": "python",
+                "metadata": {"kernel_provisioner": {"provisioner_name": "marking-provisioner"}},
+            }
+        )
+    )
+    return {"PYTHONPATH": str(site), "JUPYTER_PATH": str(root / "data")}
+
+
+async def test_kernelspec_provisioner_stanza_is_honoured(
+    services: Services, nc: Client, tmp_path: Path
+) -> None:
+    wid = worker_id()
+    env = install_test_provisioner(tmp_path)
+    services.worker({"KERNELBUS_WORKER_ID": wid, **env})
+    record = await start(nc, wid, name="marked")
+    assert record.provisioner_info.get("provisioner_name") == "marking-provisioner"
+    conn = BusConnection(nc, record.id)
+    await conn.attach()
+    seen = await conn.execute("import os; print(os.environ.get('MARKED_BY_PROVISIONER'))")
+    assert any(m.msg_type == "stream" and m.content["text"].strip() == "yes" for m in seen)
+    await shutdown(nc, record.id)
+
+
+async def test_reconnecting_session_gets_output_produced_meanwhile(
+    services: Services, nc: Client
+) -> None:
+    wid = worker_id()
+    services.worker({"KERNELBUS_WORKER_ID": wid})
+    record = await start(nc, wid)
+    conn = BusConnection(nc, record.id, session_id="session-a")
+    await conn.attach()
+    msg_id = await conn.send(
+        "execute_request", {"code": "import time; time.sleep(1); print('while away')"}
+    )
+    await conn.next_matching(lambda m: m.msg_type == "execute_input")
+    finished = asyncio.Event()
+
+    async def on_iopub(msg: object) -> None:
+        data = getattr(msg, "data", b"")
+        if b'"idle"' in data and msg_id.encode() in data:
+            finished.set()
+
+    sub = await nc.subscribe(subjects.kernel_iopub(record.id), cb=on_iopub)
+    await conn.detach()
+    await asyncio.wait_for(finished.wait(), 30)
+    await sub.unsubscribe()
+    back = BusConnection(nc, record.id, session_id="session-a")
+    data = await back.attach()
+    assert data["replayed"] >= 3
+    seen = await back.until_done(msg_id)
+    assert any(m.msg_type == "stream" and "while away" in m.content["text"] for m in seen)
+    assert any(m.msg_type == "execute_reply" for m in seen)
+    other = BusConnection(nc, record.id, session_id="session-b")
+    assert (await other.attach())["replayed"] == 0
+    await shutdown(nc, record.id)
