@@ -394,3 +394,42 @@ async def test_reconnecting_session_gets_output_produced_meanwhile(
     other = BusConnection(nc, record.id, session_id="session-b")
     assert (await other.attach())["replayed"] == 0
     await shutdown(nc, record.id)
+
+
+async def test_successor_worker_readopts_kernels_of_a_crashed_one(
+    services: Services, nc: Client
+) -> None:
+    wid = worker_id()
+    env = {"KERNELBUS_WORKER_ID": wid}
+    crashed = services.worker(env)
+    record = await start(nc, wid)
+    conn = BusConnection(nc, record.id)
+    await conn.attach()
+    await conn.execute("kept = 'still here'")
+    crashed.kill()
+    assert pid_alive(record.pid or 0)
+    services.worker(env)
+    stored = await (await registry_of(nc)).get_kernel(record.id)
+    assert stored is not None and stored.worker_id == wid and stored.pid == record.pid
+    again = BusConnection(nc, record.id)
+    await again.attach()
+    seen = await again.execute("print(kept)")
+    assert any(m.msg_type == "stream" and "still here" in m.content["text"] for m in seen)
+    await shutdown(nc, record.id)
+    assert not pid_alive(record.pid or 0)
+
+
+async def test_successor_marks_kernels_that_died_meanwhile_dead(
+    services: Services, nc: Client
+) -> None:
+    wid = worker_id()
+    env = {"KERNELBUS_WORKER_ID": wid}
+    crashed = services.worker(env)
+    record = await start(nc, wid)
+    crashed.kill()
+    os.kill(record.pid or 0, signal.SIGKILL)
+    services.worker(env)
+    stored = await (await registry_of(nc)).get_kernel(record.id)
+    assert stored is not None and stored.execution_state == "dead"
+    assert "lost with its worker" in stored.reason
+    await shutdown(nc, record.id)

@@ -27,6 +27,7 @@ from kernelbus.messages import (
     StartKernel,
     kernel_command_adapter,
 )
+from kernelbus_worker import metrics
 from kernelbus_worker.kernel import ManagedKernel
 from kernelbus_worker.kernelspecs import Catalog
 from kernelbus_worker.supervisor import Supervisor
@@ -71,6 +72,7 @@ class Handlers:
         async def on_input(msg: Msg) -> None:
             frame = reassembler.feed(msg.headers, msg.data)
             if frame is not None:
+                metrics.relayed(metrics.TO_KERNEL, len(frame))
                 await kernel.from_client(frame, (msg.headers or {}).get(CONN_HEADER))
 
         self._kernel_subs[kid] = [

@@ -59,7 +59,7 @@ class ManagedKernel:
         self._pumps: list[asyncio.Task[None]] = []
         self._info_waiters: dict[str, asyncio.Future[None]] = {}
         self._iopub_seen = asyncio.Event()
-        self._session = Session(key=b"", username="kernelbus")
+        self._session = Session(key=b"unset-until-the-bridge-opens", username="kernelbus")
         self._iopub_subject = subjects.kernel_iopub(record.id)
 
     @property

@@ -76,12 +76,20 @@ class WorkerSettings(BusSettings):
         default=True,
         description="Shut every kernel down on SIGTERM (off: leave them for a successor to adopt).",
     )
+    independent_kernels: bool = Field(
+        default=True,
+        description="Kernels outlive a crashed worker; a successor with its id adopts them.",
+    )
     use_kernel_working_dir: bool = Field(
         default=True, description="Start kernels in KERNEL_WORKING_DIR when it exists on this host."
     )
     runtime_dir: str = Field(
         default="", description="Where connection files go (default: Jupyter's)."
     )
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Port of /metrics and /health/live; 0 = off."
+    )
+    metrics_ip: str = Field(default="127.0.0.1", description="Address of the metrics endpoint.")
 
     @field_validator("kernelspecs", "inherited_env")
     @classmethod

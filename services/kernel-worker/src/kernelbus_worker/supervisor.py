@@ -28,6 +28,8 @@ from kernelbus.messages import StartKernel
 from kernelbus.models import KernelRecord
 from kernelbus.registry import Registry
 from kernelbus.timefmt import jupyter_timestamp
+from kernelbus_worker import metrics
+from kernelbus_worker.adoption import restore_manager
 from kernelbus_worker.environment import build_kernel_env
 from kernelbus_worker.kernel import ManagedKernel, plain
 from kernelbus_worker.kernelspecs import Catalog
@@ -92,6 +94,7 @@ class Supervisor:
             if task.done():
                 self._starting.pop(command.kernel_id, None)
 
+    @metrics.measured_start
     async def _start(self, command: StartKernel) -> KernelRecord:
         kernel = self._prepare(command)
         try:
@@ -112,26 +115,62 @@ class Supervisor:
         return kernel.record
 
     def _prepare(self, command: StartKernel) -> ManagedKernel:
-        spec = copy.copy(self.catalog.spec(command.kernel_name))
-        km = AsyncKernelManager(
-            kernel_name=command.kernel_name,
-            kernel_spec_manager=self.catalog.manager,
-            shutdown_wait_time=self.settings.shutdown_wait,
-            connection_file=str(self._runtime_dir() / f"kernel-{command.kernel_id}.json"),
-        )
-        km.kernel_id = command.kernel_id
-        spec_env = dict(spec.env or {})
-        spec.env = {}
-        km._kernel_spec = spec  # env is built here, in PROTOCOLS order, not by the provisioner
         record = KernelRecord(
             id=command.kernel_id,
             name=command.kernel_name,
             worker_id=self.settings.id,
             username=command.username,
         )
+        return self._new_kernel(record)
+
+    def _new_kernel(self, record: KernelRecord) -> ManagedKernel:
+        spec = copy.copy(self.catalog.spec(record.name))
+        km = AsyncKernelManager(
+            kernel_name=record.name,
+            kernel_spec_manager=self.catalog.manager,
+            shutdown_wait_time=self.settings.shutdown_wait,
+            connection_file=str(self._runtime_dir() / f"kernel-{record.id}.json"),
+        )
+        km.kernel_id = record.id
+        spec_env = dict(spec.env or {})
+        spec.env = {}
+        km._kernel_spec = spec  # env is built here, in PROTOCOLS order, not by the provisioner
         kernel = ManagedKernel(record, km, self.settings, self.outbox, self._context)
         kernel.spec_env = spec_env
         return kernel
+
+    # --- adoption -------------------------------------------------------------------------
+
+    async def adopt_orphans(self) -> None:
+        """Take back kernels the registry says this worker id owns (after a crash)."""
+        for record in await self.registry.list_kernels():
+            if record.worker_id != self.settings.id or record.id in self.kernels:
+                continue
+            if record.execution_state == "dead":
+                continue
+            try:
+                await self._adopt_orphan(record)
+            except Exception as exc:
+                log.warning("could not re-adopt kernel %s: %s", record.id, exc)
+                kernel = self._new_kernel(record)
+                self.kernels[record.id] = kernel
+                await self.on_added(kernel)
+                await self._declare_dead(kernel, f"Kernel lost with its worker: {exc}")
+
+    async def _adopt_orphan(self, record: KernelRecord) -> None:
+        kernel = self._new_kernel(record)
+        await restore_manager(kernel.km, record)
+        if not await kernel.km.is_alive():
+            raise RuntimeError("the kernel process is gone")
+        kernel.open_bridge()
+        try:
+            await kernel.wait_ready(min(10.0, self.settings.kernel_info_timeout))
+        except BaseException:
+            kernel.close_bridge()
+            raise
+        kernel.record.execution_state = kernel.activity.execution_state  # type: ignore[assignment]
+        await self._adopt(kernel)
+        kernel.log.info("re-adopted kernel (pid %s)", record.pid)
 
     def _launch_kwargs(self, command: StartKernel, kernel: ManagedKernel) -> dict[str, Any]:
         spec = kernel.km.kernel_spec
@@ -143,7 +182,7 @@ class Supervisor:
             command.kernel_id,
             (spec.language if spec else "") or "",
         )
-        kwargs: dict[str, Any] = {"env": env}
+        kwargs: dict[str, Any] = {"env": env, "independent": self.settings.independent_kernels}
         cwd = self._working_dir(command, kernel)
         if cwd:
             kwargs["cwd"] = cwd
@@ -230,13 +269,7 @@ class Supervisor:
         watcher = self._watchers.pop(kernel_id, None)
         if watcher is not None:
             watcher.cancel()
-        try:
-            await asyncio.wait_for(
-                kernel.km.shutdown_kernel(now=False), self.settings.shutdown_wait + 5
-            )
-        except Exception:
-            with contextlib.suppress(Exception):
-                await kernel.km.shutdown_kernel(now=True)
+        await self._stop_process(kernel)
         await kernel.publish_status("dead")
         kernel.close_bridge()
         self.kernels.pop(kernel_id, None)
@@ -246,6 +279,20 @@ class Supervisor:
         kernel.log.info("kernel shut down%s", f" ({reason})" if reason else "")
         kernel.record.execution_state = "dead"
         return kernel.record
+
+    async def _stop_process(self, kernel: ManagedKernel) -> None:
+        """Ask the kernel to exit; kill it if it does not. A dead kernel is only cleaned up."""
+        if kernel.record.execution_state == "dead" or kernel.km.provisioner is None:
+            with contextlib.suppress(Exception):
+                kernel.km.cleanup_resources()
+            return
+        try:
+            await asyncio.wait_for(
+                kernel.km.shutdown_kernel(now=False), self.settings.shutdown_wait + 5
+            )
+        except Exception:
+            with contextlib.suppress(Exception):
+                await kernel.km.shutdown_kernel(now=True)
 
     async def shutdown_all(self) -> None:
         for task in list(self._starting.values()):

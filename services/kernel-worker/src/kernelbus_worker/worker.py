@@ -14,10 +14,11 @@ from kernelbus import bus, events
 from kernelbus.events import EventPublisher
 from kernelbus.registry import Registry
 from kernelbus.timefmt import utcnow
+from kernelbus_worker import httpserver
 from kernelbus_worker.handlers import Handlers
 from kernelbus_worker.heartbeat import heartbeat
 from kernelbus_worker.kernelspecs import Catalog
-from kernelbus_worker.outbox import Outbox
+from kernelbus_worker.metrics import MeteredOutbox
 from kernelbus_worker.settings import WorkerSettings
 from kernelbus_worker.supervisor import Supervisor
 
@@ -36,7 +37,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     supervisor = Supervisor(
         settings,
         registry,
-        Outbox(nc),
+        MeteredOutbox(nc),
         publisher,
         catalog,
         on_added=lambda k: handlers.kernel_added(k),
@@ -45,10 +46,12 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     handlers = Handlers(nc, supervisor, catalog, settings.id)
     started_at = utcnow()
     await handlers.subscribe_worker()
+    await supervisor.adopt_orphans()
     await registry.put_heartbeat(heartbeat(settings, supervisor, catalog, started_at))
     await publisher.emit(events.WORKER_STARTED, _worker_event(settings, []))
     log.info("kernel-worker ready", extra={"worker_id": settings.id})
     loops = [
+        asyncio.create_task(httpserver.serve(settings, supervisor)),
         asyncio.create_task(
             _every(
                 settings.heartbeat_interval,

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,7 @@ class Services:
         self, env: dict[str, str] | None = None, nats_url: str | None = None
     ) -> ServiceProcess:
         """A kernel-worker, returned once it logged that it is ready (heartbeat published)."""
+        env = {"KERNELBUS_WORKER_ID": f"test-{uuid.uuid4().hex[:8]}", **(env or {})}
         process = self.spawn("kernelbus-worker", env, nats_url)
         wait_for(lambda: "kernel-worker ready" in process.log(), 60, "the worker", process)
         return process

@@ -1,0 +1,81 @@
+"""Re-adopting kernels that outlived their worker.
+
+Kernels run in their own session, so a worker that crashes leaves them running. A successor
+with the same worker id finds them in the registry, restores the provisioner from
+`get_provisioner_info` (PROTOCOLS, DESIGN "State") and reconnects its ZMQ bridge.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+from kernelbus.models import KernelRecord
+
+
+class AdoptedProcess:
+    """A `Popen`-like handle on a kernel process this worker did not spawn.
+
+    `LocalProvisioner` keeps a `Popen` to poll and signal its kernel; a successor has only
+    the pid, so this answers the same calls with `os.kill`.
+    """
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not _running(self.pid):
+            self.returncode = -1
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.poll()
+        return -1 if code is None else code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+async def restore_manager(km: AsyncKernelManager, record: KernelRecord) -> None:
+    """Point `km` at the running kernel `record` describes (ports, key, provisioner)."""
+    km.load_connection_info(dict(record.connection_info))  # type: ignore[arg-type]
+    factory = KernelProvisionerFactory.instance(parent=km.parent)
+    provisioner = factory.create_provisioner_instance(record.id, km.kernel_spec, parent=km)
+    info = {
+        k: v
+        for k, v in record.provisioner_info.items()
+        if k not in ("provisioner_name", "provisioner_class")
+    }
+    await provisioner.load_provisioner_info(info)
+    if isinstance(provisioner, LocalProvisioner) and record.pid:
+        provisioner.process = AdoptedProcess(record.pid)  # type: ignore[assignment]
+    km.provisioner = provisioner
