@@ -1,0 +1,41 @@
+"""`kernelbus-culler`: run the culler, configured only by environment variables."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from kernelbus.logs import setup_logging
+from kernelbus.telemetry import setup_tracing
+from kernelbus_culler.service import run
+from kernelbus_culler.settings import CullerSettings
+
+
+async def _main(settings: CullerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run(settings, stop)
+
+
+def main() -> None:
+    try:
+        settings = CullerSettings()
+    except ValidationError as exc:
+        print(f"kernelbus-culler: invalid settings:\n{exc}", file=sys.stderr)
+        sys.exit(2)
+    setup_logging(settings.log_format, settings.log_level)
+    setup_tracing("kernelbus-culler")
+    try:
+        asyncio.run(_main(settings))
+    except ConnectionError as exc:
+        print(f"kernelbus-culler: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Composition root of the culler: `run(settings, stop)` opens the bus, wires every piece,
+runs the culling and worker-loss loops until `stop` is set, and closes everything."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from kernelbus import bus, subjects
+from kernelbus.events import EventPublisher
+from kernelbus.registry import Registry
+from kernelbus.schemas import event_registry
+from kernelbus_culler import activity, health
+from kernelbus_culler.culling import Culler
+from kernelbus_culler.leases import Leases
+from kernelbus_culler.settings import CullerSettings
+from kernelbus_culler.worker_loss import WorkerLossHandler
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
+    """Run until `stop` is set. The view is rebuilt from the registry before the first pass."""
+    nc = await bus.connect(settings, name=settings.culler_id)
+    js = nc.jetstream()
+    await bus.ensure_infrastructure(js)
+    registry = await Registry.open(js)
+    leases = Leases(await js.key_value(subjects.CULL_BUCKET), settings.culler_id)
+    publisher = await EventPublisher.open(js, settings.culler_id)
+    culler = Culler(settings, nc, registry, leases, publisher)
+    losses = WorkerLossHandler(nc, registry, leases, publisher)
+    sink = activity.EventSink(culler.view.apply, losses.tracker.note_stopped)
+    subscriptions = await activity.subscribe(js, event_registry(), sink)
+    liveness = health.Liveness(max_age=3 * settings.worker_check_interval + 60)
+    server = await _health_server(settings, liveness)
+    try:
+        await culler.refresh()
+        _announce(settings)
+        await _run_loops(settings, culler, losses, liveness, stop)
+    finally:
+        if server is not None:
+            server.close()
+        for subscription in subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        await publisher.close()
+        await nc.drain()
+
+
+def _announce(settings: CullerSettings) -> None:
+    if settings.culling_enabled:
+        log.info(
+            "Culling kernels with idle durations > %s seconds at %s second intervals ...",
+            settings.cull_idle_timeout,
+            settings.cull_interval,
+        )
+        if settings.cull_busy:
+            log.info("Culling kernels even if busy")
+        if settings.cull_connected:
+            log.info("Culling kernels even with connected clients")
+    else:
+        log.info("culling is disabled (cull_idle_timeout = 0); watching for lost workers only")
+    log.info("culler %s ready", settings.culler_id)
+
+
+async def _health_server(
+    settings: CullerSettings, liveness: health.Liveness
+) -> asyncio.Server | None:
+    if not settings.health_port:
+        return None
+    return await health.serve(liveness, settings.health_ip, settings.health_port)
+
+
+async def _run_loops(
+    settings: CullerSettings,
+    culler: Culler,
+    losses: WorkerLossHandler,
+    liveness: health.Liveness,
+    stop: asyncio.Event,
+) -> None:
+    async def worker_check() -> None:
+        await losses.check()
+        liveness.beat()
+
+    loops = [_every(settings.worker_check_interval, worker_check, stop, "worker check")]
+    if settings.culling_enabled:
+        loops.append(_every(settings.cull_interval, culler.tick, stop, "culling pass"))
+    await asyncio.gather(*loops)
+
+
+async def _every(
+    interval: float, action: Callable[[], Awaitable[object]], stop: asyncio.Event, what: str
+) -> None:
+    """Run `action` every `interval` seconds until `stop`; a failure is logged, not fatal."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        if stop.is_set():
+            return
+        try:
+            await action()
+        except Exception:
+            log.exception("%s failed", what)
