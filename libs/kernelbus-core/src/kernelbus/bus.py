@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.kv import KeyValue
+from opentelemetry.trace import Span, StatusCode
 from pydantic import BaseModel, ValidationError
 
 from kernelbus import subjects
@@ -28,7 +29,7 @@ from kernelbus.errors import (
 )
 from kernelbus.messages import CommandError, KernelReply, reply_adapter
 from kernelbus.settings import BusSettings
-from kernelbus.telemetry import inject_headers
+from kernelbus.telemetry import handler_span, request_span
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ async def ensure_infrastructure(js: JetStreamContext) -> None:
     await _ensure_kv(js, subjects.WORKERS_BUCKET, ttl=subjects.WORKER_TTL)
     await _ensure_kv(js, subjects.CONNECTIONS_BUCKET, ttl=subjects.CONNECTIONS_TTL)
     await _ensure_kv(js, subjects.CULL_BUCKET, ttl=None)
+    await _ensure_kv(js, subjects.STARTS_BUCKET, ttl=subjects.STARTS_TTL)
+    await _ensure_kv(js, subjects.SESSIONS_BUCKET, ttl=None)
     for spec in (subjects.EVENTS_STREAM, subjects.DEAD_LETTER_STREAM):
         await _ensure_stream(js, spec)
 
@@ -124,10 +127,10 @@ async def request(
     No responder → `NoWorkerAvailable` at once (safe to retry). Timeout → `BusTimeout`
     (someone may have acted: retry only idempotent commands).
     """
-    headers = inject_headers({})
     payload = command.model_dump_json().encode()
     try:
-        msg = await nc.request(subject, payload, timeout=timeout, headers=headers or None)
+        with request_span(subject) as headers:
+            msg = await nc.request(subject, payload, timeout=timeout, headers=headers or None)
     except nats.errors.NoRespondersError as exc:
         raise NoWorkerAvailable("no kernel worker is available to take this request") from exc
     except nats.errors.TimeoutError as exc:
@@ -158,23 +161,30 @@ def responder(parse: Callable[[bytes], M], handler: Handler[M]) -> Callable[[Msg
     """
 
     async def on_msg(msg: Msg) -> None:
-        try:
-            command = parse(msg.data)
-        except (ValidationError, ValueError) as exc:
-            await respond(msg, CommandError(code="bad_request", message=_describe(exc)))
-            return
-        try:
-            reply = await handler(command, msg)
-        except KernelbusError as exc:
-            await respond(msg, CommandError(code=exc.code, message=exc.message))
-            return
-        except Exception as exc:
-            log.exception("command on %s failed", msg.subject)
-            await respond(msg, CommandError(code="internal", message=f"internal error: {exc}"))
-            return
-        await respond(msg, reply)
+        with handler_span(msg.subject, msg.headers) as span:
+            reply = await _answer(msg, parse, handler, span)
+            if isinstance(reply, CommandError):
+                span.set_status(StatusCode.ERROR, reply.code)
+            await respond(msg, reply)
 
     return on_msg
+
+
+async def _answer(
+    msg: Msg, parse: Callable[[bytes], M], handler: Handler[M], span: Span
+) -> KernelReply | CommandError:
+    try:
+        command = parse(msg.data)
+    except (ValidationError, ValueError) as exc:
+        return CommandError(code="bad_request", message=_describe(exc))
+    span.update_name(f"handle {type(command).__name__}")
+    try:
+        return await handler(command, msg)
+    except KernelbusError as exc:
+        return CommandError(code=exc.code, message=exc.message)
+    except Exception as exc:
+        log.exception("command on %s failed", msg.subject)
+        return CommandError(code="internal", message=f"internal error: {exc}")
 
 
 def _describe(exc: Exception) -> str:

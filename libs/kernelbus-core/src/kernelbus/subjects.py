@@ -104,5 +104,15 @@ CONNECTIONS_BUCKET = "kb_connections"
 CULL_BUCKET = "kb_cull"
 """kernel_id -> culling lease, so that several cullers cull one kernel once."""
 
+STARTS_BUCKET = "kb_starts"
+"""Admission of kernel starts across api replicas (max_kernels): a `gate` key updated with
+compare-and-set serialises admissions, and `start.<kernel_id>` keys hold in-flight starts."""
+
+STARTS_TTL = 3700.0
+"""Longer than any launch timeout (≤ 3600 s): a reservation left by a dead api replica ages out."""
+
+SESSIONS_BUCKET = "kb_sessions"
+"""session_id -> api session (jupyter_server's model: path, name, type, kernel_id)."""
+
 WORKER_TTL = 10.0
 CONNECTIONS_TTL = 30.0

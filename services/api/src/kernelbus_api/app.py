@@ -8,8 +8,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from kernelbus import bus
+from kernelbus import bus, subjects
 from kernelbus.registry import Registry
+from kernelbus_api import errors, metrics, openapi, tracing
+from kernelbus_api.admission import Admission
+from kernelbus_api.channels import router as channels_router
+from kernelbus_api.cors import CorsMiddleware
+from kernelbus_api.kernels import Kernels
+from kernelbus_api.routes import kernels, kernelspecs, meta, sessions
+from kernelbus_api.sessions import Sessions
 from kernelbus_api.settings import ApiSettings
 from kernelbus_api.state import AppState
 
@@ -20,11 +27,44 @@ def create_app(settings: ApiSettings) -> FastAPI:
         nc = await bus.connect(settings, name=settings.api_instance)
         js = nc.jetstream()
         await bus.ensure_infrastructure(js)
-        app.state.kb = AppState(settings, nc, js, await Registry.open(js))
+        registry = await Registry.open(js)
+        admission = Admission(
+            kv=await js.key_value(subjects.STARTS_BUCKET),
+            registry=registry,
+            max_kernels=settings.max_kernels,
+            max_per_user=settings.max_kernels_per_user,
+        )
+        kernel_manager = Kernels(settings, nc, registry, admission)
+        session_manager = Sessions(await js.key_value(subjects.SESSIONS_BUCKET), kernel_manager)
+        app.state.kb = AppState(settings, nc, js, registry, kernel_manager, session_manager)
         try:
             yield
         finally:
             await nc.drain()
 
-    app = FastAPI(title="Kernelbus", lifespan=lifespan)
+    prefix = settings.prefix
+    app = FastAPI(
+        title="Kernelbus",
+        description="Jupyter kernel gateway on NATS: Jupyter Kernel Gateway's REST API.",
+        version=meta.KERNELBUS_VERSION,
+        lifespan=lifespan,
+        openapi_url=f"{prefix}/openapi.json",
+        docs_url=f"{prefix}/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    openapi.install(app)
+    app.add_middleware(CorsMiddleware, settings=settings)
+    for router in (
+        meta.open_router,
+        meta.router,
+        kernelspecs.router,
+        kernels.router,
+        sessions.router,
+    ):
+        app.include_router(router, prefix=prefix)
+    app.include_router(channels_router, prefix=prefix)
+    metrics.install(app, settings)
+    tracing.install(app)
     return app

@@ -8,6 +8,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from kernelbus.registry import Registry
+from kernelbus_api.kernels import Kernels
+from kernelbus_api.sessions import Sessions
 from kernelbus_api.settings import ApiSettings
 
 
@@ -17,3 +19,5 @@ class AppState:
     nc: Client
     js: JetStreamContext
     registry: Registry
+    kernels: Kernels
+    sessions: Sessions

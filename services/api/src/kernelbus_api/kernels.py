@@ -1,0 +1,146 @@
+"""Kernel lifecycle as the api performs it: placement, admission and commands over the bus."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client
+
+from kernelbus import bus, subjects
+from kernelbus.errors import (
+    BusTimeout,
+    InternalError,
+    KernelbusError,
+    LaunchTimeout,
+    NoSuchKernel,
+    NoWorkerAvailable,
+)
+from kernelbus.messages import (
+    InterruptKernel,
+    KernelReply,
+    RestartKernel,
+    ShutdownKernel,
+    StartKernel,
+    new_kernel_id,
+)
+from kernelbus.models import KernelRecord
+from kernelbus.registry import Registry
+from kernelbus_api.admission import Admission
+from kernelbus_api.kernel_env import kernel_env
+from kernelbus_api.models import StartKernelBody
+from kernelbus_api.placement import choose_worker
+from kernelbus_api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+# Room for the worker's own launch/restart bound to fire and answer before the bus gives up.
+_REPLY_PAD = 5.0
+
+
+@dataclass
+class Kernels:
+    settings: ApiSettings
+    nc: Client
+    registry: Registry
+    admission: Admission
+
+    async def model(self, record: KernelRecord) -> dict[str, Any]:
+        return record.jupyter_model(await self.registry.connections_of(record.id))
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        counts = await self.registry.connection_counts()
+        records = await self.registry.list_kernels()
+        return [r.jupyter_model(counts.get(r.id, 0)) for r in sorted(records, key=_started)]
+
+    async def get(self, kernel_id: str) -> KernelRecord:
+        record = await self.registry.get_kernel(kernel_id)
+        if record is None:
+            raise NoSuchKernel(f"Kernel does not exist: {kernel_id}")
+        return record
+
+    async def start(self, body: StartKernelBody) -> KernelRecord:
+        """Start (or, for a known `kernel_id`, return) a kernel; see PROTOCOLS §1.5."""
+        if body.kernel_id and (existing := await self.registry.get_kernel(body.kernel_id)):
+            return existing
+        command = self._start_command(body)
+        worker = choose_worker(await self.registry.live_workers(), command.kernel_name)
+        timeout = command.launch_timeout + _REPLY_PAD
+        async with self.admission.reserve(command.kernel_id, command.username, timeout):
+            reply = await self._send_start(worker.worker_id, command, timeout)
+        if reply.kernel is None:
+            raise InternalError("the worker's start reply carried no kernel")
+        return reply.kernel
+
+    def _start_command(self, body: StartKernelBody) -> StartKernel:
+        settings = self.settings
+        name = settings.force_kernel_name or body.name or settings.default_kernel_name
+        env = kernel_env(body.env, settings.client_env_names, settings.launch_timeout)
+        return StartKernel(
+            kernel_id=body.kernel_id or new_kernel_id(),
+            kernel_name=name,
+            env=env.env,
+            username=env.username,
+            launch_timeout=env.launch_timeout,
+            working_dir=env.working_dir,
+        )
+
+    async def _send_start(
+        self, worker_id: str, command: StartKernel, timeout: float
+    ) -> KernelReply:
+        subject = subjects.worker_start(worker_id)
+        try:
+            return await bus.request(self.nc, subject, command, timeout=timeout)
+        except BusTimeout as exc:
+            # The worker may have started it after all: ask for its shutdown, then fail as EG.
+            await self._forget(command.kernel_id)
+            raise LaunchTimeout(f"kernel {command.kernel_id} did not start in time") from exc
+
+    async def _forget(self, kernel_id: str) -> None:
+        with contextlib.suppress(KernelbusError):
+            command = ShutdownKernel(kernel_id=kernel_id, reason="launch timeout")
+            await self._command(command, timeout=_REPLY_PAD)
+
+    async def interrupt(self, kernel_id: str) -> None:
+        await self.get(kernel_id)
+        await self._command(InterruptKernel(kernel_id=kernel_id))
+
+    async def restart(self, kernel_id: str) -> KernelRecord:
+        await self.get(kernel_id)
+        timeout = self.settings.kernel_info_timeout + _REPLY_PAD
+        reply = await self._command(RestartKernel(kernel_id=kernel_id), timeout)
+        return reply.kernel or await self.get(kernel_id)
+
+    async def shutdown(self, kernel_id: str) -> None:
+        """Shut a kernel down; a record whose worker is gone is simply removed (nothing runs)."""
+        await self.get(kernel_id)
+        try:
+            await self._command(ShutdownKernel(kernel_id=kernel_id, reason="api delete"))
+        except (NoWorkerAvailable, NoSuchKernel):
+            log.warning(
+                "kernel %s had no live owner; removing its record",
+                kernel_id,
+                extra={"kernel_id": kernel_id},
+            )
+            await self.registry.delete_kernel(kernel_id)
+
+    async def _command(
+        self,
+        command: InterruptKernel | RestartKernel | ShutdownKernel,
+        timeout: float | None = None,
+    ) -> KernelReply:
+        subject = subjects.kernel_command(command.kernel_id)
+        try:
+            return await bus.request(
+                self.nc, subject, command, timeout=timeout or self.settings.request_timeout
+            )
+        except NoWorkerAvailable as exc:
+            raise NoWorkerAvailable(
+                f"the worker running kernel {command.kernel_id} is not answering"
+            ) from exc
+
+
+def _started(record: KernelRecord) -> Any:
+    return record.started_at

@@ -1,0 +1,1 @@
+"""The REST routers; `app.py` mounts them under base_url."""

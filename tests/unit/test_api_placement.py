@@ -1,0 +1,52 @@
+"""Least-loaded placement among live workers."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernelbus.errors import NoSuchKernelspec, NoWorkerAvailable
+from kernelbus.models import KernelspecInfo, WorkerHeartbeat
+from kernelbus.timefmt import utcnow
+from kernelbus_api.placement import choose_worker
+
+
+def _worker(
+    wid: str, max_kernels: int, running: int, specs: tuple[str, ...] = ("python3",)
+) -> WorkerHeartbeat:
+    return WorkerHeartbeat(
+        worker_id=wid,
+        max_kernels=max_kernels,
+        running_kernels=running,
+        kernelspecs=[KernelspecInfo(name=s, spec={}) for s in specs],
+        started_at=utcnow(),
+    )
+
+
+def test_most_free_slots_wins() -> None:
+    workers = [_worker("a", 4, 3), _worker("b", 10, 2), _worker("c", 5, 0)]
+    assert choose_worker(workers, "python3").worker_id == "b"
+
+
+def test_only_workers_with_the_spec_are_considered() -> None:
+    workers = [_worker("a", 10, 0, ("r",)), _worker("b", 2, 1)]
+    assert choose_worker(workers, "python3").worker_id == "b"
+
+
+def test_ties_go_to_the_lowest_id() -> None:
+    workers = [_worker("z", 4, 0), _worker("m", 4, 0)]
+    assert choose_worker(workers, "python3").worker_id == "m"
+
+
+def test_no_worker_is_unavailable() -> None:
+    with pytest.raises(NoWorkerAvailable):
+        choose_worker([], "python3")
+
+
+def test_unknown_spec_on_every_worker() -> None:
+    with pytest.raises(NoSuchKernelspec, match="No such kernel named nope"):
+        choose_worker([_worker("a", 4, 0)], "nope")
+
+
+def test_full_workers_are_unavailable() -> None:
+    with pytest.raises(NoWorkerAvailable, match="full"):
+        choose_worker([_worker("a", 2, 2), _worker("b", 1, 1)], "python3")
