@@ -50,7 +50,7 @@ def unpack_v1(frame: bytes) -> tuple[str, list[bytes]]:
     channel = frame[offsets[0] : offsets[1]].decode("ascii", "replace")
     if channel not in CHANNELS:
         raise FrameError(f"unknown channel {channel!r}")
-    parts = [frame[a:b] for a, b in itertools.pairwise(offsets)]
+    parts = [frame[a:b] for a, b in itertools.pairwise(offsets[1:])]
     return channel, parts
 
 

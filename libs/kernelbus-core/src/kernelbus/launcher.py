@@ -56,6 +56,8 @@ def run() -> int:
             "KERNELBUS_IP": "127.0.0.1",
             "KERNELBUS_AUTH_TOKEN": token,
             "KERNELBUS_DATA_DIR": str(data_dir),
+            # A stable id: a worker restarted by hand re-adopts the kernels it left running.
+            "KERNELBUS_WORKER_ID": os.environ.get("KERNELBUS_WORKER_ID", "local-1"),
         }
         for name in SERVICES:
             children[name] = spawn(name, entry_point(name), env, logs)

@@ -80,6 +80,8 @@ def start(
     store_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     config = write_config(store_dir, port, extra_config)
+    if log_file:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         [find_binary(), "-c", str(config)],

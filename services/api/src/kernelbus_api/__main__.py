@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
+from pydantic import ValidationError
 
 from kernelbus.logs import setup_logging
 from kernelbus.telemetry import setup_tracing
 from kernelbus_api.app import create_app
+from kernelbus_api.channels.keepalive import uvicorn_ws_options
 from kernelbus_api.settings import ApiSettings
 
 
+def load_settings() -> ApiSettings:
+    """The settings, or exit 2 naming each invalid `KERNELBUS_*` variable and why."""
+    try:
+        return ApiSettings()
+    except ValidationError as exc:
+        lines = [
+            f"  KERNELBUS_{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        print(
+            "kernelbus-api: invalid settings, refusing to start:", *lines, sep="\n", file=sys.stderr
+        )
+        raise SystemExit(2) from None
+
+
 def main() -> None:
-    settings = ApiSettings()
+    settings = load_settings()
     setup_logging(settings.log_format, settings.log_level)
     setup_tracing("kernelbus-api")
     uvicorn.run(
@@ -19,8 +38,7 @@ def main() -> None:
         host=settings.ip,
         port=settings.port,
         log_config=None,
-        ws="websockets",
-        ws_ping_interval=None,
+        **uvicorn_ws_options(settings),
     )
 
 

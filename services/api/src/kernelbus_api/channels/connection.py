@@ -1,0 +1,164 @@
+"""One kernel websocket: bus messages out to the client, client frames in to the bus.
+
+Bus callbacks only enqueue (`deliver`), so a slow client never stalls the shared iopub
+subscription of a kernel; one send task per connection writes the queue in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from kernelbus.chunking import Reassembler
+from kernelbus.framing import FrameError, header_of, unpack_v1
+from kernelbus.logs import kernel_logger
+from kernelbus_api.channels import codec
+from kernelbus_api.channels.ratelimit import IOPubRateLimiter
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, list[bytes]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    channel: str
+    parts: list[bytes]
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    code: int
+    reason: str = ""
+
+
+@dataclass(eq=False)
+class Connection:
+    """A kernel websocket between handshake and close (one per `kb.conn.<conn_id>`)."""
+
+    kernel_id: str
+    session_id: str
+    websocket: WebSocket
+    v1: bool
+    max_bytes: int
+    limiter: IOPubRateLimiter | None
+    allowed_types: frozenset[str] = frozenset()
+    conn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    outbox: asyncio.Queue[Outgoing | Close] = field(default_factory=asyncio.Queue)
+    reassembler: Reassembler = field(default_factory=Reassembler)
+    closing: bool = False
+
+    @property
+    def session_key(self) -> str:
+        return f"{self.kernel_id}:{self.session_id}"
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        return kernel_logger(log, kernel_id=self.kernel_id, conn_id=self.conn_id)
+
+    # --- bus -> client ----------------------------------------------------------------------
+
+    async def on_bus_msg(self, msg: Msg) -> None:
+        """Callback of this connection's own subject (replies, replays)."""
+        frame = self.reassembler.feed(msg.headers, msg.data)
+        if frame is not None:
+            self.deliver_frame(frame)
+
+    def deliver_frame(self, frame: bytes) -> None:
+        try:
+            channel, parts = unpack_v1(frame)
+            header = header_of(parts)
+        except (FrameError, ValueError) as exc:
+            self.log.warning("dropping a malformed bus message: %s", exc)
+            return
+        self.deliver(channel, parts, frame, header.get("msg_type"))
+
+    def deliver(self, channel: str, parts: list[bytes], frame: bytes, msg_type: object) -> None:
+        if self.closing:
+            return
+        if channel == "iopub" and isinstance(msg_type, str) and self._rate_limited(parts, msg_type):
+            return
+        self.outbox.put_nowait(Outgoing(channel, parts, frame))
+        if codec.final_dead_status(channel, msg_type, parts):
+            self.close_soon(1000, "kernel is dead")
+
+    def _rate_limited(self, parts: list[bytes], msg_type: str) -> bool:
+        if self.limiter is None:
+            return False
+        idle = msg_type == "status" and codec.execution_state(parts) == "idle"
+        nbytes = sum(len(p) for p in parts)
+        verdict = self.limiter.check(msg_type, nbytes, time.monotonic(), idle=idle)
+        for text in verdict.notices:
+            self.log.warning(text)
+            notice = codec.stderr_notice(text, codec.parent_of(parts), self.session_id)
+            self.outbox.put_nowait(Outgoing("iopub", unpack_v1(notice)[1], notice))
+        return verdict.drop
+
+    def close_soon(self, code: int, reason: str = "") -> None:
+        """Close after the messages already queued (kernel dead, replaced, bad frame)."""
+        if not self.closing:
+            self.closing = True
+            self.outbox.put_nowait(Close(code, reason))
+
+    # --- the websocket ------------------------------------------------------------------------
+
+    async def run(self, publish: Publish) -> None:
+        """Until the client leaves or the server closes; then both directions stop."""
+        tasks = [
+            asyncio.create_task(self._send_loop()),
+            asyncio.create_task(self._receive_loop(publish)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _send_loop(self) -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            while True:
+                item = await self.outbox.get()
+                if isinstance(item, Close):
+                    await self.websocket.close(item.code, item.reason)
+                    return
+                data = codec.client_frame(item.channel, item.parts, item.frame, self.v1)
+                if isinstance(data, bytes):
+                    await self.websocket.send_bytes(data)
+                else:
+                    await self.websocket.send_text(data)
+
+    async def _receive_loop(self, publish: Publish) -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                data = message.get("bytes") or message.get("text") or ""
+                await self._forward(data, publish)
+
+    async def _forward(self, data: str | bytes, publish: Publish) -> None:
+        if self.closing:
+            return
+        try:
+            channel, parts, header = codec.parse_client_frame(data, self.v1, self.max_bytes)
+        except codec.FrameTooLarge as exc:
+            self.log.warning("closing: %s", exc)
+            self.close_soon(1009, "message too big")
+            return
+        except FrameError as exc:
+            self.log.warning("dropping a bad client frame: %s", exc)
+            return
+        if self.allowed_types and header["msg_type"] not in self.allowed_types:
+            self.log.warning("dropping a %s message: not allowed", header["msg_type"])
+            return
+        await publish(channel, parts)

@@ -1,0 +1,70 @@
+"""Checks made before the websocket upgrade, answered with real HTTP statuses.
+
+Order as jupyter_server: authenticate (401), origin (403), kernel lookup (404), a kernel that
+died with a reason (500). Subprotocol and session_id rules are PROTOCOLS §2.1.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+
+from starlette.responses import PlainTextResponse, Response
+from starlette.websockets import WebSocket
+
+from kernelbus import subjects
+from kernelbus.errors import KernelbusError
+from kernelbus.framing import V1_PROTOCOL
+from kernelbus_api.auth import token_ok
+from kernelbus_api.errors import error_response, status_for
+from kernelbus_api.origin import origin_allowed
+from kernelbus_api.state import AppState
+
+log = logging.getLogger(__name__)
+
+
+def denial_for_error(exc: KernelbusError) -> Response:
+    """A failed attach, with the status the api maps the error's code to."""
+    return error_response(status_for(exc), exc.message or exc.code)
+
+
+async def check(websocket: WebSocket, state: AppState, kernel_id: str) -> Response | None:
+    """The HTTP response that refuses this upgrade, or None to go ahead."""
+    query = websocket.query_params
+    if not token_ok(state.settings, websocket.headers.get("authorization"), query.get("token")):
+        return error_response(401, "Unauthorized: invalid or missing token")
+    if not origin_allowed(
+        state.settings, websocket.headers.get("origin"), websocket.headers.get("host")
+    ):
+        return PlainTextResponse("Cross origin websockets not allowed", status_code=403)
+    try:
+        subjects.kernel_iopub(kernel_id)
+    except ValueError:
+        return error_response(404, f"Kernel does not exist: {kernel_id}")
+    record = await state.registry.get_kernel(kernel_id)
+    if record is None:
+        return error_response(404, f"Kernel does not exist: {kernel_id}")
+    if record.execution_state == "dead" and record.reason:
+        return error_response(500, f"Kernel {kernel_id} is dead", record.reason)
+    return None
+
+
+def select_subprotocol(offered: Iterable[str], forced: str | None) -> str | None:
+    """v1 iff the client offered it (never a protocol it did not offer); `forced=""`: legacy."""
+    if forced is not None and forced != V1_PROTOCOL:
+        return None
+    return V1_PROTOCOL if V1_PROTOCOL in offered else None
+
+
+def offered_subprotocols(websocket: WebSocket) -> list[str]:
+    raw = websocket.headers.get("sec-websocket-protocol", "")
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def session_id_of(websocket: WebSocket, kernel_id: str) -> str:
+    session_id = websocket.query_params.get("session_id", "")
+    if not session_id:
+        log.warning("no session_id on a websocket to kernel %s: using a random one", kernel_id)
+        return uuid.uuid4().hex
+    return session_id[:256]

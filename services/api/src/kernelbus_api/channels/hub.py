@@ -1,0 +1,123 @@
+"""This api replica's kernel websockets: subscriptions, attach/detach, stale-session
+replacement and connection counts. One hub per app, created on first use."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import cast
+
+from nats.aio.subscription import Subscription
+from starlette.types import ASGIApp
+
+from kernelbus import bus, chunking, subjects
+from kernelbus.framing import pack_v1
+from kernelbus.messages import AttachConnection, KernelReply
+from kernelbus_api.channels.connection import Connection
+from kernelbus_api.channels.counts import ConnectionCounts
+from kernelbus_api.channels.feeds import KernelFeeds
+from kernelbus_api.state import AppState
+
+log = logging.getLogger(__name__)
+
+CONN_HEADER = "KB-Conn"
+
+
+@dataclass
+class Hub:
+    state: AppState
+    feeds: KernelFeeds
+    counts: ConnectionCounts
+    sessions: dict[str, Connection] = field(default_factory=dict)
+    _subs: dict[str, Subscription] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def create(cls, state: AppState) -> Hub:
+        counts = ConnectionCounts(state.registry, state.settings.api_instance)
+        return cls(state, KernelFeeds(state.nc), counts)
+
+    async def open(self, conn: Connection) -> None:
+        """Subscribe, flush, then attach: the attach reply proves the worker's side is live.
+
+        Raises the typed error of a failed attach, with nothing left subscribed.
+        """
+        self._replace_stale(conn)
+        async with self._lock:
+            self._subs[conn.conn_id] = await self.state.nc.subscribe(
+                subjects.connection(conn.conn_id), cb=conn.on_bus_msg
+            )
+            await self.feeds.join(conn)
+        try:
+            await self.state.nc.flush()
+            reply = await self._attach(conn, "attach")
+        except BaseException:  # nothing stays subscribed for a connection that never opened
+            await self._unsubscribe(conn)
+            raise
+        await self.counts.add(conn.kernel_id)
+        conn.log.info("websocket attached (replayed %s)", reply.data.get("replayed", 0))
+
+    async def close(self, conn: Connection) -> None:
+        """Detach (the worker starts buffering if it was the last), then unsubscribe.
+
+        Never raises: during shutdown NATS may already be draining, and the worker may be gone.
+        """
+        await self.counts.remove(conn.kernel_id)
+        try:
+            await self._attach(conn, "detach")
+        except Exception as exc:
+            conn.log.warning("detach failed: %s", exc)
+        try:
+            await self._unsubscribe(conn)
+        except Exception as exc:
+            conn.log.warning("unsubscribe failed: %s", exc)
+
+    async def publish(self, conn: Connection, channel: str, parts: list[bytes]) -> None:
+        """A client message to the kernel; replies come back on `kb.conn.<conn_id>`."""
+        subject = subjects.kernel_input(conn.kernel_id)
+        payload = pack_v1(channel, parts)
+        for headers, data in chunking.split(payload, self.state.nc.max_payload):
+            await self.state.nc.publish(
+                subject, data, headers={**headers, CONN_HEADER: conn.conn_id}
+            )
+
+    def _replace_stale(self, conn: Connection) -> None:
+        stale = self.sessions.get(conn.session_key)
+        if stale is not None:
+            stale.log.warning("Replacing stale connection %s", conn.session_key)
+            stale.close_soon(1000, "replaced by a new connection")
+        self.sessions[conn.session_key] = conn
+
+    async def _attach(self, conn: Connection, command: str) -> KernelReply:
+        message = AttachConnection.model_validate(
+            {
+                "command": command,
+                "kernel_id": conn.kernel_id,
+                "conn_id": conn.conn_id,
+                "session_id": conn.session_id,
+                "api_instance": self.state.settings.api_instance,
+            }
+        )
+        subject = subjects.kernel_attach(conn.kernel_id)
+        return await bus.request(
+            self.state.nc, subject, message, self.state.settings.request_timeout
+        )
+
+    async def _unsubscribe(self, conn: Connection) -> None:
+        if self.sessions.get(conn.session_key) is conn:
+            del self.sessions[conn.session_key]
+        async with self._lock:
+            await self.feeds.leave(conn)
+            sub = self._subs.pop(conn.conn_id, None)
+            if sub is not None:
+                await sub.unsubscribe()
+
+
+def hub_of(app: ASGIApp) -> Hub:
+    """The app's hub, created with the app state on the first websocket."""
+    app_state = app.state  # type: ignore[attr-defined]
+    hub = getattr(app_state, "kb_channels", None)
+    if hub is None:
+        hub = app_state.kb_channels = Hub.create(cast(AppState, app_state.kb))
+    return cast(Hub, hub)

@@ -1,0 +1,109 @@
+"""`kernelbus run` (what `make run` starts) as a user runs it: one command, a working gateway,
+and nothing left behind after Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kernelbus.natsserver import free_port
+from kernelbus.processes import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def children_of(pid: int) -> set[int]:
+    """Every descendant pid of `pid` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, str, Path]]:
+    port = free_port()
+    token = "embedded-token"
+    env = {
+        **os.environ,
+        "KERNELBUS_PORT": str(port),
+        "KERNELBUS_AUTH_TOKEN": token,
+        "KERNELBUS_DATA_DIR": str(tmp_path / "data"),
+    }
+    launcher = Path(sys.executable).parent / "kernelbus"
+    out = tmp_path / "out.txt"
+    with open(out, "w") as handle:
+        process = subprocess.Popen(
+            [str(launcher), "run"], env=env, stdout=handle, stderr=subprocess.STDOUT, text=True
+        )
+    try:
+        yield process, f"http://127.0.0.1:{port}", token, out
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_run_serves_a_gateway_and_ctrl_c_leaves_nothing(
+    embedded: tuple[subprocess.Popen[str], str, str, Path],
+) -> None:
+    process, url, token, out = embedded
+    def banner() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"kernelbus run exited early:\n{out.read_text()}")
+        return "Kernelbus is running" in out.read_text()
+
+    wait_for(banner, 90, "the launcher banner")
+    assert token in out.read_text()
+    headers = {"Authorization": f"token {token}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        assert client.get("/api/kernels", headers={"Authorization": ""}).status_code == 401
+        created = client.post("/api/kernels", json={"name": "python3"})
+        assert created.status_code == 201, created.text
+        kernel = created.json()
+        assert client.get(f"/api/kernels/{kernel['id']}").json()["id"] == kernel["id"]
+    descendants = children_of(process.pid)
+    workers = [p for p in descendants if "kernelbus-worker" in command_line(p)]
+    apis = [p for p in descendants if "kernelbus-api" in command_line(p)]
+    kernels = [p for p in descendants if "ipykernel" in command_line(p)]
+    assert len(workers) == 1 and len(apis) == 1 and len(kernels) == 1
+    assert kernels[0] in children_of(workers[0]) and kernels[0] not in children_of(apis[0])
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(p) for p in descendants):
+        time.sleep(0.1)
+    assert not [command_line(p) for p in descendants if alive(p)]

@@ -1,0 +1,83 @@
+"""What a connection queues for its client: rate limiting, notices, the final close."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from starlette.websockets import WebSocket
+
+from kernelbus.framing import pack_v1
+from kernelbus_api.channels.connection import Close, Connection, Outgoing
+from kernelbus_api.channels.ratelimit import IOPubRateLimiter, RateLimits
+
+PARENT = {"msg_id": "req", "msg_type": "execute_request"}
+
+
+def connection(msg_rate: float = 0) -> Connection:
+    limiter = IOPubRateLimiter(RateLimits(msg_rate, 0, 60)) if msg_rate else None
+    return Connection(
+        kernel_id="k",
+        session_id="s",
+        websocket=cast(WebSocket, object()),  # never touched by `deliver`
+        v1=True,
+        max_bytes=1024,
+        limiter=limiter,
+    )
+
+
+def message(msg_type: str, content: dict[str, Any], parent: dict[str, Any] = PARENT) -> bytes:
+    header = {"msg_id": "m", "msg_type": msg_type}
+    parts = [json.dumps(p).encode() for p in (header, parent, {}, content)]
+    return pack_v1("iopub", parts)
+
+
+def queued(conn: Connection) -> list[Outgoing | Close]:
+    items = []
+    while not conn.outbox.empty():
+        items.append(conn.outbox.get_nowait())
+    return items
+
+
+def test_messages_are_queued_as_they_came() -> None:
+    conn = connection()
+    frame = message("display_data", {"data": {}})
+    conn.deliver_frame(frame)
+    (item,) = queued(conn)
+    assert isinstance(item, Outgoing) and item.frame == frame and item.channel == "iopub"
+
+
+def test_over_the_limit_a_notice_replaces_the_message_then_drops() -> None:
+    conn = connection(msg_rate=1 / 60)  # one message per 60 s window
+    for _ in range(3):
+        conn.deliver_frame(message("display_data", {"data": {}}))
+    items = queued(conn)
+    assert len(items) == 2
+    notice = items[1]
+    assert isinstance(notice, Outgoing)
+    assert json.loads(notice.parts[0])["msg_type"] == "stream"
+    assert json.loads(notice.parts[1]) == PARENT
+    assert json.loads(notice.parts[3])["text"].startswith("IOPub message rate exceeded.")
+
+
+def test_final_dead_status_is_delivered_then_the_socket_closes() -> None:
+    conn = connection()
+    conn.deliver_frame(message("status", {"execution_state": "dead"}, parent={}))
+    conn.deliver_frame(message("display_data", {"data": {}}))
+    items = queued(conn)
+    assert isinstance(items[0], Outgoing)
+    assert items[1] == Close(1000, "kernel is dead")
+    assert len(items) == 2
+
+
+def test_restarting_status_keeps_the_socket() -> None:
+    conn = connection()
+    conn.deliver_frame(message("status", {"execution_state": "restarting"}, parent={}))
+    assert not conn.closing
+
+
+def test_malformed_bus_messages_are_dropped() -> None:
+    conn = connection()
+    conn.deliver_frame(b"garbage")
+    conn.deliver_frame(pack_v1("iopub", [b"[1]", b"{}", b"{}", b"{}"]))
+    assert queued(conn) == []
