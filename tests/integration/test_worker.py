@@ -433,3 +433,21 @@ async def test_successor_marks_kernels_that_died_meanwhile_dead(
     assert stored is not None and stored.execution_state == "dead"
     assert "lost with its worker" in stored.reason
     await shutdown(nc, record.id)
+
+
+async def test_reply_to_a_request_sent_before_a_reconnect_reaches_the_new_connection(
+    services: Services, nc: Client
+) -> None:
+    wid = worker_id()
+    services.worker({"KERNELBUS_WORKER_ID": wid})
+    record = await start(nc, wid)
+    conn = BusConnection(nc, record.id, session_id="session-r")
+    await conn.attach()
+    msg_id = await conn.send("execute_request", {"code": "import time; time.sleep(1); 6*7"})
+    await conn.next_matching(lambda m: m.msg_type == "execute_input")
+    await conn.detach()
+    back = BusConnection(nc, record.id, session_id="session-r")
+    await back.attach()
+    seen = await back.until_done(msg_id)
+    assert any(m.msg_type == "execute_reply" and m.content["status"] == "ok" for m in seen)
+    await shutdown(nc, record.id)

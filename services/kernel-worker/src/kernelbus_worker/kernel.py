@@ -125,10 +125,25 @@ class ManagedKernel:
         if channel != "stdin" and _msg_type(parts).endswith("_reply"):
             self.routes.forget(parent_id)
         frame = pack_v1(channel, parts)
-        if conn_id in self.connections:
-            await self.outbox.publish(subjects.connection(conn_id), frame)
+        target = conn_id if conn_id in self.connections else self._successor(conn_id)
+        if target is not None:
+            await self.outbox.publish(subjects.connection(target), frame)
         elif self.buffer is not None and self._conn_sessions.get(conn_id) == self.buffer.session_id:
             self.buffer.add(frame)
+
+    def _successor(self, conn_id: str) -> str | None:
+        """The open connection that reconnected with the session of a closed one, if any.
+
+        jupyter_server uses the session_id as the ZMQ identity, so a reply to a request sent
+        before a reconnect reaches the new socket of the same session; so here.
+        """
+        session_id = self._conn_sessions.get(conn_id)
+        if session_id is None:
+            return None
+        for candidate, candidate_session in reversed(self.connections.items()):
+            if candidate_session == session_id:
+                return candidate
+        return None
 
     def _observe(self, parts: list[bytes]) -> None:
         try:
