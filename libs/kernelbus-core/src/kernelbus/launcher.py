@@ -49,7 +49,8 @@ def run() -> int:
     nats: natsserver.NatsServer | None = None
     children: dict[str, ServiceProcess] = {}
     try:
-        nats = natsserver.start(data_dir / "nats", log_file=logs / "nats-server.log")
+        nats_port = int(os.environ.get("KERNELBUS_NATS_PORT", "0")) or None
+        nats = natsserver.start(data_dir / "nats", nats_port, log_file=logs / "nats-server.log")
         env = {
             "NATS_URL": nats.url,
             "KERNELBUS_PORT": str(port),
@@ -65,6 +66,7 @@ def run() -> int:
         wait_for(lambda: _ready(url), 60, "the api to become ready", children["kernelbus-api"])
         print(f"Kernelbus is running at {url}/api", flush=True)
         print(f"  token: {token}", flush=True)
+        print(f"  nats:  {nats.url}  (events: subscribe to kb.events.>)", flush=True)
         print(f"  logs:  {logs}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         return _supervise(children)

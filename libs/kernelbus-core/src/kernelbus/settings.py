@@ -15,8 +15,14 @@ class BusSettings(BaseSettings):
         validation_alias=AliasChoices("NATS_URL", "KERNELBUS_NATS_URL"),
         description="Comma-separated NATS server URLs.",
     )
-    nats_user: str | None = Field(default=None, validation_alias="NATS_USER")
-    nats_password: str | None = Field(default=None, validation_alias="NATS_PASSWORD")
+    nats_user: str | None = Field(
+        default=None,
+        validation_alias="NATS_USER",
+        description="NATS user (compose: one per service).",
+    )
+    nats_password: str | None = Field(
+        default=None, validation_alias="NATS_PASSWORD", description="Password of NATS_USER."
+    )
     nats_connect_attempts: int = Field(
         default=30,
         ge=1,
@@ -28,11 +34,13 @@ class BusSettings(BaseSettings):
         default="text",
         validation_alias=AliasChoices("KERNELBUS_LOG_FORMAT"),
         pattern="^(text|json)$",
+        description="`text`, or `json`: one JSON object per line with kernel_id and worker_id.",
     )
     log_level: str = Field(
         default="INFO",
         validation_alias=AliasChoices("KERNELBUS_LOG_LEVEL"),
         pattern="^(DEBUG|INFO|WARNING|ERROR)$",
+        description="DEBUG, INFO, WARNING or ERROR.",
     )
 
     @field_validator("nats_url")
