@@ -451,3 +451,39 @@ async def test_reply_to_a_request_sent_before_a_reconnect_reaches_the_new_connec
     seen = await back.until_done(msg_id)
     assert any(m.msg_type == "execute_reply" and m.content["status"] == "ok" for m in seen)
     await shutdown(nc, record.id)
+
+
+async def test_warm_pool_hands_out_a_ready_kernel_with_the_requested_env(
+    services: Services, nc: Client, tmp_path: Path
+) -> None:
+    wid = worker_id()
+    services.worker({"KERNELBUS_WORKER_ID": wid, "KERNELBUS_WORKER_POOL": "python3=1"})
+    registry = await registry_of(nc)
+
+    async def pooled(count: int) -> bool:
+        workers = {w.worker_id: w for w in await registry.live_workers()}
+        return wid in workers and workers[wid].pooled_kernels.get("python3", 0) == count
+
+    await until(lambda: pooled(1), what="a warm kernel")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    record = await start(
+        nc, wid, env={"KERNEL_FLAVOUR": "warm"}, working_dir=str(workdir), username="bob"
+    )
+    assert record.username == "bob"
+    conn = BusConnection(nc, record.id)
+    await conn.attach()
+    seen = await conn.execute(
+        "import os; print(os.environ['KERNEL_ID'], os.environ['KERNEL_FLAVOUR'], os.getcwd())"
+    )
+    text = next(m.content["text"] for m in seen if m.msg_type == "stream").split()
+    assert text == [record.id, "warm", str(workdir)]
+    # Started before the request: its process environment names the pool's placeholder id.
+    launched_with = dict(
+        item.split("=", 1)
+        for item in Path(f"/proc/{record.pid}/environ").read_text().split("\0")
+        if "=" in item
+    )
+    assert launched_with["KERNEL_ID"] != record.id
+    await until(lambda: pooled(1), what="the pool refilled")
+    await shutdown(nc, record.id)

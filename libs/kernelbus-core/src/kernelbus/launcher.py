@@ -59,6 +59,8 @@ def run() -> int:
             "KERNELBUS_DATA_DIR": str(data_dir),
             # A stable id: a worker restarted by hand re-adopts the kernels it left running.
             "KERNELBUS_WORKER_ID": os.environ.get("KERNELBUS_WORKER_ID", "local-1"),
+            # One warm python3 kernel: the first start takes milliseconds, not half a second.
+            "KERNELBUS_WORKER_POOL": os.environ.get("KERNELBUS_WORKER_POOL", "python3=1"),
         }
         for name in SERVICES:
             children[name] = spawn(name, entry_point(name), env, logs)

@@ -32,6 +32,9 @@ class WorkerHeartbeat(BaseModel):
     running_kernels: int
     kernelspecs: list[KernelspecInfo]
     default_kernel_name: str | None = None
+    pooled_kernels: dict[str, int] = Field(
+        default_factory=dict, description="Ready pre-started kernels per kernelspec (warm pool)."
+    )
     started_at: datetime
     hostname: str = ""
 

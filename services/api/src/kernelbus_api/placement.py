@@ -1,4 +1,5 @@
-"""Which live worker starts a kernel: the one with the spec and the most free slots."""
+"""Which live worker starts a kernel: one with a warm kernel of the spec ready, else the one
+with the spec and the most free slots."""
 
 from __future__ import annotations
 
@@ -20,8 +21,15 @@ def choose_worker(workers: list[WorkerHeartbeat], kernel_name: str) -> WorkerHea
     free = [w for w in able if w.free_slots > 0]
     if not free:
         raise NoWorkerAvailable(f"every kernel worker that runs {kernel_name} is full")
-    # Ties go to the lowest worker id, so that placement is deterministic.
-    return max(free, key=lambda w: (w.free_slots, _reverse(w.worker_id)))
+    # A pooled kernel starts in milliseconds; ties go to the lowest worker id (deterministic).
+    return max(
+        free,
+        key=lambda w: (
+            w.pooled_kernels.get(kernel_name, 0) > 0,
+            w.free_slots,
+            _reverse(w.worker_id),
+        ),
+    )
 
 
 def _reverse(worker_id: str) -> tuple[int, ...]:

@@ -21,6 +21,7 @@ def heartbeat(
         running_kernels=supervisor.running,
         kernelspecs=catalog.infos(),
         default_kernel_name="python3" if "python3" in names else (names[0] if names else None),
+        pooled_kernels=supervisor.pool.counts(),
         started_at=started_at,
         hostname=socket.gethostname(),
     )

@@ -239,6 +239,23 @@ class ManagedKernel:
         except TimeoutError:
             return False
 
+    async def run_silently(self, code: str, timeout: float) -> None:
+        """Execute `code` as the worker (silent, no history); its reply goes to no client."""
+        assert self.sockets is not None
+        content = {"code": code, "silent": True, "store_history": False, "allow_stdin": False}
+        msg = self._session.msg("execute_request", content=content)
+        waiter = asyncio.get_running_loop().create_future()
+        self._info_waiters[msg["header"]["msg_id"]] = waiter
+        await self.sockets.send("shell", self._parts(msg))
+        await asyncio.wait_for(waiter, timeout)
+
+    def relabel(self, record: KernelRecord) -> None:
+        """Give a pre-started (pooled) kernel the identity a client asked for."""
+        self.record = record
+        self.km.kernel_id = record.id
+        self._iopub_subject = subjects.kernel_iopub(record.id)
+        self.log = kernel_logger(log, kernel_id=record.id, worker_id=record.worker_id)
+
     async def publish_status(self, state: str) -> None:
         """An iopub status the worker generates (`restarting`, `dead`): empty parent_header."""
         msg = self._session.msg("status", content={"execution_state": state})

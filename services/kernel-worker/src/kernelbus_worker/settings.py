@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from kernelbus.settings import BusSettings
+from kernelbus_worker.poolsizes import parse_pool_sizes
 
 DEFAULT_INHERITED_ENV = (
     "PATH,LANG,LANGUAGE,LC_ALL,LC_CTYPE,TZ,HOME,USER,LOGNAME,SHELL,TMPDIR,"
@@ -80,6 +81,10 @@ class WorkerSettings(BusSettings):
         default=True,
         description="Kernels outlive a crashed worker; a successor with its id adopts them.",
     )
+    pool: str = Field(
+        default="",
+        description="Warm pool: pre-started kernels per kernelspec, `python3=2,r=1` (Python only).",
+    )
     use_kernel_working_dir: bool = Field(
         default=True, description="Start kernels in KERNEL_WORKING_DIR when it exists on this host."
     )
@@ -97,6 +102,12 @@ class WorkerSettings(BusSettings):
         for name in _split(value):
             if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
                 raise ValueError(f"not a valid name: {name!r}")
+        return value
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, value: str) -> str:
+        parse_pool_sizes(value)
         return value
 
     @property

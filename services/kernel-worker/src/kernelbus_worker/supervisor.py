@@ -8,6 +8,7 @@ import contextlib
 import copy
 import logging
 import os
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from kernelbus_worker.environment import build_kernel_env
 from kernelbus_worker.kernel import ManagedKernel, plain
 from kernelbus_worker.kernelspecs import Catalog
 from kernelbus_worker.outbox import Outbox
+from kernelbus_worker.pool import WarmPool, claim_code, parse_pool_sizes
 from kernelbus_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,9 @@ class Supervisor:
         self._starting: dict[str, asyncio.Task[KernelRecord]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._context = zmq.asyncio.Context()
+        self.pool = WarmPool(parse_pool_sizes(settings.pool), self._launch_pooled, self._discard)
+        self._filling = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def running(self) -> int:
@@ -96,6 +101,13 @@ class Supervisor:
 
     @metrics.measured_start
     async def _start(self, command: StartKernel) -> KernelRecord:
+        warm = await self._claim_pooled(command)
+        if warm is not None:
+            self._starting.pop(command.kernel_id, None)
+            await self._adopt(warm)
+            await self._emit_action("start", warm)
+            warm.log.info("kernel started from the warm pool (%s)", command.kernel_name)
+            return warm.record
         kernel = self._prepare(command)
         try:
             async with asyncio.timeout(command.launch_timeout):
@@ -137,6 +149,59 @@ class Supervisor:
         km._kernel_spec = spec  # env is built here, in PROTOCOLS order, not by the provisioner
         kernel = ManagedKernel(record, km, self.settings, self.outbox, self._context)
         kernel.spec_env = spec_env
+        return kernel
+
+    # --- warm pool ------------------------------------------------------------------------
+
+    async def refill_pool(self) -> None:
+        """Top the warm pool up while capacity is left (one filler at a time)."""
+        if not self.pool.sizes or self._filling.locked():
+            return
+        async with self._filling:
+            await self.pool.fill(lambda: self.settings.max_kernels - self.running - len(self.pool))
+
+    async def _launch_pooled(self, name: str) -> ManagedKernel:
+        record = KernelRecord(id=str(uuid.uuid4()), name=name, worker_id=self.settings.id)
+        kernel = self._new_kernel(record)
+        command = StartKernel(kernel_id=record.id, kernel_name=name)
+        try:
+            async with asyncio.timeout(self.settings.kernel_info_timeout):
+                await kernel.km.start_kernel(**self._launch_kwargs(command, kernel))
+                kernel.open_bridge()
+                await kernel.wait_ready(self.settings.kernel_info_timeout)
+        except BaseException:
+            await self._discard(kernel)
+            raise
+        return kernel
+
+    async def _claim_pooled(self, command: StartKernel) -> ManagedKernel | None:
+        """A pooled kernel given the identity, environment and cwd `command` asks for."""
+        kernel = self.pool.take(command.kernel_name)
+        if kernel is None:
+            return None
+        refill = asyncio.get_running_loop().create_task(self.refill_pool())
+        self._background.add(refill)
+        refill.add_done_callback(self._background.discard)
+        language = (kernel.km.kernel_spec.language if kernel.km.kernel_spec else "") or ""
+        env = build_kernel_env({}, {}, [], command.env, command.kernel_id, language)
+        kernel.relabel(
+            KernelRecord(
+                id=command.kernel_id,
+                name=command.kernel_name,
+                worker_id=self.settings.id,
+                username=command.username,
+                connection_info=kernel.record.connection_info,
+            )
+        )
+        try:
+            if not await kernel.km.is_alive():
+                raise RuntimeError("pooled kernel died")
+            code = claim_code(env, self._working_dir(command, kernel))
+            await kernel.run_silently(code, min(10.0, command.launch_timeout))
+        except Exception as exc:
+            kernel.log.warning("pooled kernel unusable (%s); starting cold", exc)
+            await self._discard(kernel)
+            return None
         return kernel
 
     # --- adoption -------------------------------------------------------------------------
@@ -295,6 +360,7 @@ class Supervisor:
                 await kernel.km.shutdown_kernel(now=True)
 
     async def shutdown_all(self) -> None:
+        await self.pool.drain()
         for task in list(self._starting.values()):
             task.cancel()
         await asyncio.gather(

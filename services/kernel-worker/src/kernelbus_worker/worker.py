@@ -61,6 +61,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
             )
         ),
         asyncio.create_task(_every(settings.activity_write_interval, supervisor.flush_activity)),
+        asyncio.create_task(_every(settings.heartbeat_interval, supervisor.refill_pool)),
     ]
     try:
         await stop.wait()
