@@ -64,6 +64,12 @@ def parent_pid(pid: int) -> int:
     return int(fields[1])
 
 
+def launch_environment(pid: int) -> dict[str, str]:
+    """The environment a process was started with (not what it set itself later)."""
+    text = Path(f"/proc/{pid}/environ").read_text()
+    return dict(item.split("=", 1) for item in text.split("\0") if "=" in item)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -479,11 +485,6 @@ async def test_warm_pool_hands_out_a_ready_kernel_with_the_requested_env(
     text = next(m.content["text"] for m in seen if m.msg_type == "stream").split()
     assert text == [record.id, "warm", str(workdir)]
     # Started before the request: its process environment names the pool's placeholder id.
-    launched_with = dict(
-        item.split("=", 1)
-        for item in Path(f"/proc/{record.pid}/environ").read_text().split("\0")
-        if "=" in item
-    )
-    assert launched_with["KERNEL_ID"] != record.id
+    assert launch_environment(record.pid)["KERNEL_ID"] != record.id
     await until(lambda: pooled(1), what="the pool refilled")
     await shutdown(nc, record.id)

@@ -1,0 +1,21 @@
+"""`kernelbus-events`: run the events service with uvicorn, configured by environment only."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from kernelbus.logs import setup_logging
+from kernelbus.telemetry import setup_tracing
+from kernelbus_events.app import create_app
+from kernelbus_events.settings import EventsSettings
+
+
+def main() -> None:
+    settings = EventsSettings()
+    setup_logging(settings.log_format, settings.log_level)
+    setup_tracing("kernelbus-events")
+    uvicorn.run(create_app(settings), host=settings.ip, port=settings.port, log_config=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Composition root of the events service: `create_app(settings)` wires every piece; nothing
+is built at import time, so tests pass their own settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from kernelbus import bus
+from kernelbus.schemas import event_registry
+from kernelbus_events.consumer import EventConsumer
+from kernelbus_events.routes import health, router
+from kernelbus_events.settings import EventsSettings
+from kernelbus_events.state import AppState
+from kernelbus_events.store import EventStore
+from kernelbus_events.tail import Tail
+
+
+def create_app(settings: EventsSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = event_registry()
+        store = EventStore(settings.db_path)
+        await store.open()
+        nc = await bus.connect(settings, name=f"kernelbus-events-{settings.consumer}")
+        js = nc.jetstream()
+        await bus.ensure_infrastructure(js)
+        tail = Tail()
+        consumer = EventConsumer(js, settings, store, registry, tail)
+        await consumer.start()
+        app.state.kb = AppState(settings, nc, js, store, registry, tail, consumer)
+        try:
+            yield
+        finally:
+            await consumer.stop()
+            await nc.drain()
+            await store.close()
+
+    app = FastAPI(title="Kernelbus events", lifespan=lifespan)
+    app.include_router(health)
+    app.include_router(router)
+    return app

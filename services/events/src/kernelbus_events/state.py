@@ -1,0 +1,25 @@
+"""Typed application state opened in the lifespan and handed to handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jupyter_events.schema_registry import SchemaRegistry
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from kernelbus_events.consumer import EventConsumer
+from kernelbus_events.settings import EventsSettings
+from kernelbus_events.store import EventStore
+from kernelbus_events.tail import Tail
+
+
+@dataclass
+class AppState:
+    settings: EventsSettings
+    nc: Client
+    js: JetStreamContext
+    store: EventStore
+    registry: SchemaRegistry
+    tail: Tail
+    consumer: EventConsumer
