@@ -72,6 +72,25 @@ async def connect(settings: BusSettings, name: str) -> Client:
     return nc
 
 
+async def close(nc: Client) -> None:
+    """Shut a connection down for good; never raises, so a lifespan's exit always completes.
+
+    Connected: drain (subscriptions finish what they hold, pending publishes are flushed).
+    Otherwise (NATS gone, reconnecting, already closed) `drain()` would raise
+    `ConnectionReconnectingError`: close at once instead; nothing can be flushed anyway.
+    """
+    try:
+        if nc.is_connected:
+            await nc.drain()
+            return
+    except Exception as exc:  # a drain interrupted by a disconnect: fall back to close
+        log.warning("nats drain failed (%s); closing", exc)
+    try:
+        await nc.close()
+    except Exception as exc:  # closing is best effort at shutdown
+        log.warning("nats close failed: %s", exc)
+
+
 async def ensure_infrastructure(js: JetStreamContext) -> None:
     """Create the streams and buckets if absent; idempotent, safe from every replica."""
     await _ensure_kv(js, subjects.KERNELS_BUCKET, ttl=None)
@@ -204,6 +223,7 @@ def parse_with(model: type[M]) -> Callable[[bytes], M]:
 
 __all__ = [
     "BadRequest",
+    "close",
     "connect",
     "ensure_infrastructure",
     "parse_with",

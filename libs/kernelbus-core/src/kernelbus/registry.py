@@ -14,6 +14,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from kernelbus import subjects
+from kernelbus.kvkeys import kv_keys
 from kernelbus.models import KernelRecord, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,5 @@ class Registry:
 
 
 async def _keys(kv: KeyValue) -> list[str]:
-    try:
-        return list(await kv.keys())
-    except nats.js.errors.NoKeysError:
-        return []
+    # Not `kv.keys()`: it can report an empty bucket under load (see `kernelbus.kvkeys`).
+    return await kv_keys(kv)

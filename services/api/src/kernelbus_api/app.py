@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from kernelbus import bus, subjects
 from kernelbus.registry import Registry
-from kernelbus_api import errors, metrics, openapi, tracing
+from kernelbus_api import errors, metrics, openapi
 from kernelbus_api.admission import Admission
 from kernelbus_api.channels import router as channels_router
 from kernelbus_api.cors import CorsMiddleware
@@ -40,7 +40,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         try:
             yield
         finally:
-            await nc.drain()
+            await bus.close(nc)
 
     prefix = settings.prefix
     app = FastAPI(
@@ -66,5 +66,4 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.include_router(router, prefix=prefix)
     app.include_router(channels_router, prefix=prefix)
     metrics.install(app, settings)
-    tracing.install(app)
     return app

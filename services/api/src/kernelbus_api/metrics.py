@@ -1,0 +1,127 @@
+"""The api's Prometheus series and `GET /metrics` (behind the api token, like every route but
+health: Prometheus sends it with `authorization: {type: token, credentials: ...}`).
+
+Counted at the ASGI edge, so no route or websocket handler knows about metrics: websocket
+connections, frames and bytes relayed each way, and kernel starts (`POST /api/kernels`):
+successes with their latency, failures by HTTP status.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kernelbus.metrics import CONTENT_TYPE, MetricsRegistry
+from kernelbus_api.auth import require_token
+from kernelbus_api.settings import ApiSettings
+
+REGISTRY = MetricsRegistry()
+WS_OPEN = REGISTRY.gauge("kernelbus_api_websocket_connections", "Open kernel websockets.")
+WS_ACCEPTED = REGISTRY.counter(
+    "kernelbus_api_websocket_connections_total", "Kernel websockets accepted."
+)
+MESSAGES = REGISTRY.counter(
+    "kernelbus_api_messages_relayed_total", "Websocket messages relayed.", ("direction",)
+)
+BYTES = REGISTRY.counter(
+    "kernelbus_api_bytes_relayed_total", "Websocket message bytes relayed.", ("direction",)
+)
+STARTS = REGISTRY.counter("kernelbus_api_kernel_starts_total", "Kernels started (HTTP 201).")
+START_FAILURES = REGISTRY.counter(
+    "kernelbus_api_kernel_start_failures_total", "Kernel starts refused or failed.", ("status",)
+)
+START_SECONDS = REGISTRY.histogram(
+    "kernelbus_api_kernel_start_seconds", "Seconds a successful POST /api/kernels took."
+)
+
+router = APIRouter(dependencies=[Depends(require_token)])
+
+
+@router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+async def metrics() -> PlainTextResponse:
+    """Prometheus metrics of this api replica (text exposition format 0.0.4)."""
+    return PlainTextResponse(REGISTRY.render(), media_type=CONTENT_TYPE)
+
+
+def _frame_size(message: Message) -> int:
+    data = message.get("bytes") or message.get("text") or b""
+    return len(data.encode() if isinstance(data, str) else data)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, starts_path: str) -> None:
+        self.app = app
+        self.starts_path = starts_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        elif scope["type"] == "http" and self._is_start(scope):
+            await self._start(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _is_start(self, scope: Scope) -> bool:
+        return bool(scope["method"] == "POST" and scope["path"].rstrip("/") == self.starts_path)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        accepted = False
+
+        async def receive_counted() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                _relayed("from_clients", message)
+            return message
+
+        async def send_counted(message: Message) -> None:
+            nonlocal accepted
+            await send(message)
+            if message["type"] == "websocket.accept":
+                accepted = True
+                WS_ACCEPTED.inc()
+                WS_OPEN.inc()
+            elif message["type"] == "websocket.send":
+                _relayed("to_clients", message)
+
+        try:
+            await self.app(scope, receive_counted, send_counted)
+        finally:
+            if accepted:
+                WS_OPEN.dec()
+
+    async def _start(self, scope: Scope, receive: Receive, send: Send) -> None:
+        began = time.monotonic()
+        status = 500
+
+        async def send_timed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_timed)
+        finally:
+            _count_start(status, time.monotonic() - began)
+
+
+def _relayed(direction: str, message: Message) -> None:
+    MESSAGES.inc(direction=direction)
+    BYTES.inc(_frame_size(message), direction=direction)
+
+
+def _count_start(status: int, seconds: float) -> None:
+    if 200 <= status < 300:
+        STARTS.inc()
+        START_SECONDS.observe(seconds)
+    else:
+        START_FAILURES.inc(status=str(status))
+
+
+def install(app: FastAPI, settings: ApiSettings) -> None:
+    """Serve `/metrics` under the base URL and count at the ASGI edge."""
+    app.include_router(router, prefix=settings.prefix)
+    app.add_middleware(MetricsMiddleware, starts_path=f"{settings.prefix}/api/kernels")

@@ -1,0 +1,92 @@
+"""`/metrics` on a real api and a real worker: the named series move when a kernel starts and a
+websocket executes code."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from channels_support import kernel_call, open_socket, start_kernel
+
+from kernelbus import natsserver
+from kernelbus.processes import wait_for
+from kernelbus.testing.plugin import ApiProcess, Services, _http_ok
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, nats_url: str
+) -> Iterator[tuple[str, ApiProcess]]:
+    """An api and a worker whose metrics endpoint listens on a free loopback port."""
+    started = Services(tmp_path_factory.mktemp("metrics"), nats_url)
+    port = natsserver.free_port()
+    try:
+        worker = started.worker({"KERNELBUS_WORKER_METRICS_PORT": str(port)})
+        worker_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _http_ok(f"{worker_url}/health/live"), 30, "worker metrics", worker)
+        yield worker_url, started.api()
+    finally:
+        started.stop_all()
+
+
+def value(text: str, series: str) -> float:
+    """The value of one sample line (`name` or `name{labels}`) of a Prometheus exposition."""
+    found = re.search(rf"^{re.escape(series)} (\S+)$", text, flags=re.M)
+    assert found, f"{series} not exposed:\n{text}"
+    return float(found.group(1))
+
+
+def scrape(url: str, headers: dict[str, str] | None = None) -> str:
+    response = httpx.get(f"{url}/metrics", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return response.text
+
+
+async def test_api_and_worker_count_a_kernel_and_its_messages(
+    cluster: tuple[str, ApiProcess],
+) -> None:
+    worker_url, api = cluster
+    kid = await start_kernel(api)
+    socket = await open_socket(api, kid)
+    try:
+        await socket.run("print('x' * 1000)")
+        api_text = scrape(api.url, api.headers)
+        assert value(api_text, "kernelbus_api_websocket_connections") == 1
+    finally:
+        await socket.close()
+    worker_text = scrape(worker_url)
+    assert value(worker_text, "kernelbus_worker_kernels_running") == 1
+    assert value(worker_text, "kernelbus_worker_kernel_starts_total") == 1
+    assert value(worker_text, "kernelbus_worker_kernel_start_seconds_count") == 1
+    assert value(worker_text, 'kernelbus_worker_messages_relayed_total{direction="to_kernel"}') >= 1
+    assert value(worker_text, 'kernelbus_worker_bytes_relayed_total{direction="to_clients"}') > 1000
+    assert value(api_text, "kernelbus_api_kernel_starts_total") == 1
+    assert value(api_text, "kernelbus_api_kernel_start_seconds_count") == 1
+    assert value(api_text, "kernelbus_api_websocket_connections_total") == 1
+    assert value(api_text, 'kernelbus_api_messages_relayed_total{direction="from_clients"}') >= 1
+    assert value(api_text, 'kernelbus_api_bytes_relayed_total{direction="to_clients"}') > 1000
+    assert (await kernel_call(api, "DELETE", f"/api/kernels/{kid}")).status_code == 204
+    assert value(scrape(worker_url), "kernelbus_worker_kernels_running") == 0
+
+
+async def test_failed_starts_are_counted(cluster: tuple[str, ApiProcess]) -> None:
+    _, api = cluster
+    response = await kernel_call(api, "POST", "/api/kernels")  # no body: the default kernel
+    assert response.status_code == 201
+    async with httpx.AsyncClient(base_url=api.url, headers=api.headers, timeout=60) as http:
+        refused = await http.post("/api/kernels", json={"name": "no-such-kernel"})
+    assert refused.status_code >= 400
+    text = scrape(api.url, api.headers)
+    status = refused.status_code
+    assert value(text, f'kernelbus_api_kernel_start_failures_total{{status="{status}"}}') == 1
+    await kernel_call(api, "DELETE", f"/api/kernels/{response.json()['id']}")
+
+
+def test_api_metrics_need_the_token(cluster: tuple[str, ApiProcess]) -> None:
+    _, api = cluster
+    assert httpx.get(f"{api.url}/metrics", timeout=10).status_code == 401
