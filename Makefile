@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test install lock lint typecheck unit integration bench schemas clean
+.PHONY: run test install lock readme lint typecheck unit integration bench schemas clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -14,12 +14,14 @@ $(UV):
 
 MEMBERS := -e libs/kernelbus-core -e services/api -e services/kernel-worker -e services/culler -e services/events
 
-$(VENV)/bin/python: $(UV)
+# pyvenv.cfg, not bin/python: the latter is a symlink whose target's old mtime would make
+# every run recreate the environment.
+$(VENV)/pyvenv.cfg: | $(UV)
 	$(UV) venv --quiet --python $(PYTHON) $(VENV)
 
 # Pinned install: requirements.lock (names and versions only) is exported from the workspace
 # lock with `make lock`; the services are installed editable on top.
-install: $(VENV)/bin/python
+install: $(VENV)/pyvenv.cfg
 	$(UV) pip install --quiet --python $(VENV)/bin/python -r requirements.lock $(MEMBERS)
 
 lock: $(UV)
@@ -43,6 +45,9 @@ test: lint typecheck
 
 bench: install
 	$(VENV)/bin/python bench/roundtrip.py
+
+readme: install
+	$(VENV)/bin/python -m kernelbus.settings_doc --update README.md
 
 schemas: install
 	$(VENV)/bin/python -m kernelbus.schemas --write

@@ -1,12 +1,15 @@
 """The configuration table of README.md, generated from the settings classes themselves.
 
-`python -m kernelbus.settings_doc` prints it; a test checks README.md names every variable.
+`python -m kernelbus.settings_doc` prints it; `--update README.md` rewrites the table between
+its markers (`make readme`); a test checks README.md names every variable.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
@@ -56,5 +59,19 @@ def table() -> str:
     return "\n".join(lines)
 
 
+START = "<!-- settings-table:start (make readme) -->"
+END = "<!-- settings-table:end -->"
+
+
+def update(path: Path) -> None:
+    text = path.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
+
+
 if __name__ == "__main__":
-    print(table())
+    if len(sys.argv) == 3 and sys.argv[1] == "--update":
+        update(Path(sys.argv[2]))
+    else:
+        print(table())
