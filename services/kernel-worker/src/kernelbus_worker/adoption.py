@@ -16,6 +16,8 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 from kernelbus.models import KernelRecord
+from kernelbus_worker.factory import KernelFactory
+from kernelbus_worker.kernel import ManagedKernel
 
 
 class AdoptedProcess:
@@ -79,3 +81,19 @@ async def restore_manager(km: AsyncKernelManager, record: KernelRecord) -> None:
     if isinstance(provisioner, LocalProvisioner) and record.pid:
         provisioner.process = AdoptedProcess(record.pid)  # type: ignore[assignment]
     km.provisioner = provisioner
+
+
+async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float) -> ManagedKernel:
+    """The running kernel `record` describes, with its bridge reconnected; raises if gone."""
+    kernel = factory.new(record)
+    await restore_manager(kernel.km, record)
+    if not await kernel.km.is_alive():
+        raise RuntimeError("the kernel process is gone")
+    kernel.open_bridge()
+    try:
+        await kernel.wait_ready(timeout)
+    except BaseException:
+        kernel.close_bridge()
+        raise
+    kernel.record.execution_state = kernel.activity.execution_state  # type: ignore[assignment]
+    return kernel

@@ -59,6 +59,7 @@ class ManagedKernel:
         self._pumps: list[asyncio.Task[None]] = []
         self._info_waiters: dict[str, asyncio.Future[None]] = {}
         self._iopub_seen = asyncio.Event()
+        self._probes: set[str] = set()
         self._session = Session(key=b"unset-until-the-bridge-opens", username="kernelbus")
         self._iopub_subject = subjects.kernel_iopub(record.id)
 
@@ -97,7 +98,6 @@ class ManagedKernel:
         sockets = self.sockets
         while True:
             parts = await sockets.recv("iopub")
-            self._iopub_seen.set()
             self._observe(parts)
             frame = pack_v1("iopub", parts)
             if self.buffer is not None:
@@ -153,6 +153,8 @@ class ManagedKernel:
             status = json.loads(parts[3]).get("execution_state") if msg_type == "status" else None
         except (ValueError, AttributeError):
             return
+        if status == "idle" and parent.get("msg_id") in self._probes:
+            self._iopub_seen.set()  # our kernel_info's own statuses came through iopub
         active, changed = self.activity.observe(msg_type, parent.get("msg_type"), status)
         if active:
             self.record.last_activity = utcnow()
@@ -212,14 +214,20 @@ class ManagedKernel:
     # --- readiness and generated messages -------------------------------------------------
 
     async def wait_ready(self, timeout: float) -> None:
-        """Until the kernel answered kernel_info on shell and iopub has shown to be live."""
+        """Until the kernel answered kernel_info on shell and that request's `idle` status came
+        through our iopub subscription: the bridge is live both ways and the state is known.
+        (Any iopub message is not enough: an `iopub_welcome` can precede a subscription that
+        missed the kernel_info statuses.)"""
         deadline = time.monotonic() + timeout
         self._iopub_seen.clear()
+        self._probes.clear()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("kernel did not answer kernel_info in time")
-            if await self._kernel_info_round(min(1.0, remaining)) and self._iopub_seen.is_set():
+            replied = await self._kernel_info_round(min(1.0, remaining))
+            if replied and self._iopub_seen.is_set():
+                self._probes.clear()
                 return
             if not await self.km.is_alive():
                 raise RuntimeError("kernel process exited during start")
@@ -229,6 +237,7 @@ class ManagedKernel:
         msg = self._session.msg("kernel_info_request")
         waiter = asyncio.get_running_loop().create_future()
         self._info_waiters[msg["header"]["msg_id"]] = waiter
+        self._probes.add(msg["header"]["msg_id"])
         await self.sockets.send("shell", self._parts(msg))
         try:
             await asyncio.wait_for(asyncio.shield(waiter), wait)

@@ -9,15 +9,21 @@ Other kernelspecs always start cold.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from kernelbus.messages import StartKernel
+from kernelbus.models import KernelRecord
+from kernelbus_worker.environment import build_kernel_env
+from kernelbus_worker.factory import KernelFactory
 from kernelbus_worker.kernel import ManagedKernel
 from kernelbus_worker.poolsizes import parse_pool_sizes
 
-__all__ = ["WarmPool", "claim_code", "parse_pool_sizes"]
+__all__ = ["WarmPool", "WarmStarts", "claim_code", "parse_pool_sizes"]
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +79,70 @@ class WarmPool:
         for kernels in self.ready.values():
             while kernels:
                 await self.discard(kernels.pop())
+
+
+class WarmStarts:
+    """The worker's warm pool: kept filled within capacity, claimed by starts."""
+
+    def __init__(self, factory: KernelFactory, sizes: dict[str, int], room: Callable[[], int]):
+        self.factory = factory
+        self.pool = WarmPool(sizes, self._launch, factory.discard)
+        self.room = room
+        self._filling = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def counts(self) -> dict[str, int]:
+        return self.pool.counts()
+
+    async def refill(self) -> None:
+        """Top the pool up while capacity is left (one filler at a time)."""
+        if not self.pool.sizes or self._filling.locked():
+            return
+        async with self._filling:
+            await self.pool.fill(self.room)
+
+    async def drain(self) -> None:
+        await self.pool.drain()
+
+    async def claim(self, command: StartKernel) -> ManagedKernel | None:
+        """A pooled kernel given the identity, environment and cwd `command` asks for."""
+        kernel = self.pool.take(command.kernel_name)
+        if kernel is None:
+            return None
+        refill = asyncio.get_running_loop().create_task(self.refill())
+        self._background.add(refill)
+        refill.add_done_callback(self._background.discard)
+        kernel.relabel(
+            KernelRecord(
+                id=command.kernel_id,
+                name=command.kernel_name,
+                worker_id=kernel.record.worker_id,
+                username=command.username,
+                connection_info=kernel.record.connection_info,
+            )
+        )
+        try:
+            await self._apply(kernel, command)
+        except Exception as exc:
+            kernel.log.warning("pooled kernel unusable (%s); starting cold", exc)
+            await self.factory.discard(kernel)
+            return None
+        return kernel
+
+    async def _apply(self, kernel: ManagedKernel, command: StartKernel) -> None:
+        if not await kernel.km.is_alive():
+            raise RuntimeError("pooled kernel died")
+        language = (kernel.km.kernel_spec.language if kernel.km.kernel_spec else "") or ""
+        env = build_kernel_env({}, {}, [], command.env, command.kernel_id, language)
+        code = claim_code(env, self.factory.working_dir(command, kernel))
+        await kernel.run_silently(code, min(10.0, command.launch_timeout))
+
+    async def _launch(self, name: str) -> ManagedKernel:
+        record = KernelRecord(id=str(uuid.uuid4()), name=name, worker_id=self.factory.settings.id)
+        kernel = self.factory.new(record)
+        command = StartKernel(kernel_id=record.id, kernel_name=name)
+        await self.factory.launch(kernel, command, self.factory.settings.kernel_info_timeout)
+        return kernel

@@ -1,0 +1,167 @@
+"""Kernel processes: building a `ManagedKernel`, launching it until ready, restarting,
+stopping and discarding it. No bookkeeping of which kernels exist (that is the supervisor's)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import zmq.asyncio
+from jupyter_client.manager import AsyncKernelManager
+
+from kernelbus.errors import LaunchFailed, LaunchTimeout
+from kernelbus.messages import StartKernel
+from kernelbus.models import KernelRecord
+from kernelbus_worker.environment import build_kernel_env
+from kernelbus_worker.kernel import ManagedKernel, plain
+from kernelbus_worker.kernelspecs import Catalog
+from kernelbus_worker.outbox import Outbox
+from kernelbus_worker.settings import WorkerSettings
+
+
+class KernelFactory:
+    def __init__(self, settings: WorkerSettings, catalog: Catalog, outbox: Outbox) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.outbox = outbox
+        self.context = zmq.asyncio.Context()
+
+    def new(self, record: KernelRecord) -> ManagedKernel:
+        """A kernel object for `record`, its manager set up but no process started."""
+        spec = copy.copy(self.catalog.spec(record.name))
+        km = AsyncKernelManager(
+            kernel_name=record.name,
+            kernel_spec_manager=self.catalog.manager,
+            shutdown_wait_time=self.settings.shutdown_wait,
+            connection_file=str(self._runtime_dir() / f"kernel-{record.id}.json"),
+        )
+        km.kernel_id = record.id
+        spec_env = dict(spec.env or {})
+        spec.env = {}
+        km._kernel_spec = spec  # env is built here, in PROTOCOLS order, not by the provisioner
+        kernel = ManagedKernel(record, km, self.settings, self.outbox, self.context)
+        kernel.spec_env = spec_env
+        return kernel
+
+    async def launch(self, kernel: ManagedKernel, command: StartKernel, timeout: float) -> None:
+        """Start the process and wait until it is ready; on any failure nothing is left."""
+        try:
+            async with asyncio.timeout(timeout):
+                await kernel.km.start_kernel(**self._launch_kwargs(command, kernel))
+                kernel.open_bridge()
+                await kernel.wait_ready(timeout)
+        except BaseException as exc:
+            await self.discard(kernel)
+            raise launch_error(command, exc) from exc
+        kernel.record.execution_state = kernel.activity.execution_state  # type: ignore[assignment]
+
+    async def restart(self, kernel: ManagedKernel, now: bool) -> None:
+        """Restart the process (`now`: kill instead of asking) and wait until it is ready."""
+        await kernel.km.restart_kernel(now=now)
+        # Fresh sockets even when the ports are the same: ZMQ state left over from the dead
+        # process (a half-reconnected SUB, a DEALER queue) once stalled readiness for good.
+        kernel.open_bridge()
+        kernel.activity.execution_state = "starting"
+        kernel.record.execution_state = "starting"
+        await kernel.wait_ready(self.settings.kernel_info_timeout)
+        kernel.record.execution_state = kernel.activity.execution_state  # type: ignore[assignment]
+        kernel.record.reason = ""
+        await record_provisioner(kernel)
+        kernel.dirty = True
+
+    async def stop(self, kernel: ManagedKernel) -> None:
+        """Ask the kernel to exit; kill it if it does not. A dead kernel is only cleaned up."""
+        if kernel.record.execution_state == "dead" or kernel.km.provisioner is None:
+            with contextlib.suppress(Exception):
+                kernel.km.cleanup_resources()
+            return
+        try:
+            await asyncio.wait_for(
+                kernel.km.shutdown_kernel(now=False), self.settings.shutdown_wait + 5
+            )
+        except Exception:
+            with contextlib.suppress(Exception):
+                await kernel.km.shutdown_kernel(now=True)
+
+    async def discard(self, kernel: ManagedKernel) -> None:
+        """Kill a kernel that never became (or no longer is) anyone's."""
+        kernel.close_bridge()
+        with contextlib.suppress(Exception):
+            await kernel.km.shutdown_kernel(now=True)
+        with contextlib.suppress(Exception):
+            kernel.km.cleanup_resources()
+
+    def working_dir(self, command: StartKernel, kernel: ManagedKernel) -> str | None:
+        """KERNEL_WORKING_DIR when it exists on this host (else ignored, with a warning)."""
+        wanted = command.working_dir
+        if not wanted or not self.settings.use_kernel_working_dir:
+            return None
+        if os.path.isdir(wanted):
+            return wanted
+        kernel.log.warning("KERNEL_WORKING_DIR %r does not exist on this worker; ignored", wanted)
+        return None
+
+    def _launch_kwargs(self, command: StartKernel, kernel: ManagedKernel) -> dict[str, Any]:
+        spec = kernel.km.kernel_spec
+        env = build_kernel_env(
+            kernel.spec_env,
+            os.environ,
+            self.settings.inherited_names,
+            command.env,
+            command.kernel_id,
+            (spec.language if spec else "") or "",
+        )
+        kwargs: dict[str, Any] = {"env": env, "independent": self.settings.independent_kernels}
+        cwd = self.working_dir(command, kernel)
+        if cwd:
+            kwargs["cwd"] = cwd
+        return kwargs
+
+    def _runtime_dir(self) -> Path:
+        if self.settings.runtime_dir:
+            path = Path(self.settings.runtime_dir)
+        else:
+            from jupyter_core.paths import jupyter_runtime_dir
+
+            path = Path(jupyter_runtime_dir())
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def launch_error(command: StartKernel, exc: BaseException) -> Exception:
+    if isinstance(exc, LaunchFailed | LaunchTimeout):
+        return exc
+    if isinstance(exc, TimeoutError | asyncio.CancelledError):
+        return LaunchTimeout(
+            f"Kernel {command.kernel_id} did not start within {command.launch_timeout:.0f} s"
+        )
+    return LaunchFailed(f"Kernel {command.kernel_id} failed to start: {exc}")
+
+
+async def record_provisioner(kernel: ManagedKernel) -> None:
+    """Keep what a successor needs to find the kernel again (`get_provisioner_info`)."""
+    provisioner = kernel.km.provisioner
+    if provisioner is None:
+        return
+    info = plain(await provisioner.get_provisioner_info())
+    stanza = (kernel.km.kernel_spec.metadata if kernel.km.kernel_spec else {}).get(
+        "kernel_provisioner", {}
+    )
+    info["provisioner_name"] = stanza.get("provisioner_name", "local-provisioner")
+    info["provisioner_class"] = f"{type(provisioner).__module__}.{type(provisioner).__qualname__}"
+    kernel.record.provisioner_info = info
+    kernel.record.pid = info.get("pid")
+
+
+async def exit_code(kernel: ManagedKernel) -> int | None:
+    provisioner = kernel.km.provisioner
+    if provisioner is None:
+        return None
+    with contextlib.suppress(Exception):
+        code = await provisioner.poll()
+        return int(code) if code is not None else None
+    return None

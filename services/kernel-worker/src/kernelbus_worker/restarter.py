@@ -1,0 +1,78 @@
+"""Noticing kernels that die on their own: restart them (up to a limit), else declare them
+dead, telling clients with the statuses jupyter_server sends (`restarting`, `dead`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from kernelbus.registry import Registry
+from kernelbus_worker.factory import KernelFactory, exit_code
+from kernelbus_worker.kernel import ManagedKernel
+from kernelbus_worker.notices import KernelNotices
+from kernelbus_worker.settings import WorkerSettings
+
+
+class Restarter:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        factory: KernelFactory,
+        registry: Registry,
+        notices: KernelNotices,
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.registry = registry
+        self.notices = notices
+
+    async def watch(self, kernel: ManagedKernel, managed: Callable[[], bool]) -> None:
+        """Poll the process while `managed()`; act on an exit nobody asked for."""
+        while managed():
+            await asyncio.sleep(self.settings.poll_interval)
+            if kernel.busy_with_lifecycle or kernel.record.execution_state == "dead":
+                continue
+            try:
+                alive = await kernel.km.is_alive()
+            except Exception:
+                alive = False
+            if not alive and managed():
+                await self._on_death(kernel)
+
+    async def _on_death(self, kernel: ManagedKernel) -> None:
+        code = await exit_code(kernel)
+        restart = self.settings.autorestart and kernel.record.restarts < self.settings.restart_limit
+        kernel.log.warning(
+            "kernel died (exit code %s); %s", code, "restarting" if restart else "dead"
+        )
+        await self.notices.died(kernel, code, restart)
+        if restart:
+            await self._auto_restart(kernel)
+        else:
+            await self.declare_dead(kernel, f"Kernel died (exit code {code})")
+
+    async def _auto_restart(self, kernel: ManagedKernel) -> None:
+        kernel.busy_with_lifecycle = True
+        kernel.record.execution_state = "restarting"
+        kernel.record.restarts += 1
+        await kernel.publish_status("restarting")
+        await self.registry.put_kernel(kernel.record)
+        try:
+            await self.factory.restart(kernel, now=True)
+        except Exception as exc:
+            kernel.log.exception("automatic restart failed")
+            await self.notices.action("restart", kernel, error=exc)
+            await self.declare_dead(kernel, f"Kernel restart failed: {exc}")
+            return
+        finally:
+            kernel.busy_with_lifecycle = False
+        await self.notices.action("restart", kernel)
+
+    async def declare_dead(self, kernel: ManagedKernel, reason: str) -> None:
+        """Record `dead` with a reason (REST shows it; the culler removes it) and tell clients."""
+        kernel.record.execution_state = "dead"
+        kernel.record.reason = reason
+        await kernel.publish_status("dead")
+        kernel.close_bridge()
+        await self.registry.put_kernel(kernel.record)
+        kernel.dirty = False
