@@ -20,6 +20,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ValidationError
 
 from kernelbus.errors import BusTimeout, CapacityExceeded
+from kernelbus.kvkeys import kv_keys
 from kernelbus.registry import Registry
 
 _GATE = "gate"
@@ -126,7 +127,5 @@ class Admission:
 
 
 async def _keys(kv: KeyValue) -> list[str]:
-    try:
-        return list(await kv.keys())
-    except nats.js.errors.NoKeysError:
-        return []
+    # Not `kv.keys()`: it can miss every key under load and so over-admit (`kernelbus.kvkeys`).
+    return await kv_keys(kv)

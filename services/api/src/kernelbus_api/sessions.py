@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kernelbus.errors import BadRequest, NoSuchKernel
+from kernelbus.kvkeys import kv_keys
 from kernelbus_api.kernels import Kernels
 from kernelbus_api.models import SessionBody, StartKernelBody
 
@@ -119,11 +120,8 @@ class Sessions:
             await self.kernels.shutdown(kernel_id)
 
     async def _records(self) -> list[SessionRecord]:
-        try:
-            keys = list(await self.kv.keys())
-        except nats.js.errors.NoKeysError:
-            return []
-        records = [await self._read(key) for key in keys]
+        # Not `kv.keys()`: it can miss every key under load (see `kernelbus.kvkeys`).
+        records = [await self._read(key) for key in await kv_keys(self.kv)]
         return [r for r in records if r is not None]
 
     async def _read(self, session_id: str) -> SessionRecord | None:
