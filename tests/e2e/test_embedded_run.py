@@ -81,6 +81,7 @@ def test_run_serves_a_gateway_and_ctrl_c_leaves_nothing(
     embedded: tuple[subprocess.Popen[str], str, str, Path],
 ) -> None:
     process, url, token, out = embedded
+
     def banner() -> bool:
         if process.poll() is not None:
             pytest.fail(f"kernelbus run exited early:\n{out.read_text()}")
