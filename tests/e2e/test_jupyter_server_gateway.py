@@ -392,19 +392,9 @@ def _health_ok(url: str) -> bool:
         return False
 
 
-_API_CRASH_LOSES_OUTPUT = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "kernel-worker: a SIGKILLed api never sends `detach`, so the worker keeps its dead "
-        "connection as open: nothing is buffered, and replies still go to the dead conn_id "
-        "even after a connection with the same session_id attached (reported to the lead)"
-    ),
-)
-
-
 @pytest.mark.parametrize(
     "kill",
-    [False, pytest.param(True, marks=[_API_CRASH_LOSES_OUTPUT, pytest.mark.slow])],
+    [False, pytest.param(True, marks=[pytest.mark.slow])],
     ids=["api-stopped", "api-killed"],
 )
 async def test_output_produced_while_the_api_was_away_reaches_the_browser(

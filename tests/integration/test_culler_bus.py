@@ -8,6 +8,7 @@ need no kernels; tests/integration/test_culler_service.py runs the real services
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -26,6 +27,7 @@ from nats.js.kv import KeyValue
 from kernelbus import bus, events, subjects
 from kernelbus.events import EventPublisher
 from kernelbus.framing import unpack_v1
+from kernelbus.kvkeys import kv_keys
 from kernelbus.messages import KernelReply, ShutdownKernel
 from kernelbus.models import ExecutionState, KernelRecord, WorkerHeartbeat
 from kernelbus.natsserver import NatsServer
@@ -231,6 +233,19 @@ async def test_stale_lease_is_swept_and_kernel_culled(kb: Bus) -> None:
     assert "garbage-lease" not in await _keys(kv)
 
 
+async def test_sweep_deletes_only_stale_leases(kb: Bus) -> None:
+    kv = await kb.js.key_value(subjects.CULL_BUCKET)
+    leases = Leases(kv, "sweeper")
+    assert await leases.sweep(max_age=60) == 0  # an empty bucket is not an error
+    assert await leases.take("fresh")
+    assert await leases.take("released")
+    await leases.release("released")
+    old = {"culler_id": "dead-culler", "taken_at": "2020-01-01T00:00:00.000000Z"}
+    await kv.create("stale", json.dumps(old).encode())
+    assert await leases.sweep(max_age=60) == 1
+    assert await _keys(kv) == ["fresh"]
+
+
 async def test_failure_on_one_kernel_does_not_stop_the_tick(kb: Bus) -> None:
     broken = await put_kernel(kb, "idle", idle=60, worker_id="w-live")
     healthy = await put_kernel(kb, "idle", idle=60)
@@ -322,10 +337,13 @@ async def test_cleanly_stopped_worker_is_not_lost(kb: Bus) -> None:
 
 
 async def _keys(kv: KeyValue) -> list[str]:
-    try:
-        return list(await kv.keys())
-    except nats.js.errors.NoKeysError:
-        return []
+    """Live keys only: `kv_keys` lists purged ones too (their subject still holds a marker)."""
+    live = []
+    for key in await kv_keys(kv):
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            if (await kv.get(key)).value:
+                live.append(key)
+    return live
 
 
 async def test_event_subscriptions_feed_view_and_tracker(kb: Bus) -> None:

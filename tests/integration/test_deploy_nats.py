@@ -1,6 +1,7 @@
 """The NATS users and permissions compose deploys, on a real nats-server: every service runs
 as its own user (rendered from the same deploy/nats/permissions.json as compose's nats.conf),
-a full kernel lifecycle works, and a subject outside a user's permissions is refused."""
+a full kernel lifecycle works, a subject outside a user's permissions is refused, and each
+user reads only its own request replies (`_INBOX_<user>.>`), never another service's."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ import pytest
 from channels_support import open_socket, types
 from nats.aio.client import Client
 
-from kernelbus import natsserver
+from kernelbus import bus, natsserver
 from kernelbus.processes import ServiceProcess, wait_for
+from kernelbus.settings import BusSettings
 from kernelbus.testing.plugin import ApiProcess, Services, _http_ok
 
 pytestmark = pytest.mark.integration
@@ -93,7 +95,8 @@ def cluster(
 async def as_user(
     secured_nats: natsserver.NatsServer, passwords: dict[str, str]
 ) -> AsyncIterator[tuple[Client, ErrorLog]]:
-    """A raw client logged in as `api`, collecting the asynchronous errors the server sends."""
+    """A raw client logged in as `api` (with the api's inbox prefix), collecting the
+    asynchronous errors the server sends."""
     errors = ErrorLog()
 
     async def on_error(exc: Exception) -> None:
@@ -101,7 +104,11 @@ async def as_user(
         errors.arrived.set()
 
     nc = await nats.connect(
-        secured_nats.url, user="api", password=passwords["api"], error_cb=on_error
+        secured_nats.url,
+        user="api",
+        password=passwords["api"],
+        inbox_prefix=bus.inbox_prefix("api"),
+        error_cb=on_error,
     )
     try:
         yield nc, errors
@@ -185,6 +192,47 @@ async def test_a_subscription_outside_the_permissions_is_refused(
     await nc.subscribe("kb.kernel.k1.in")  # client input is for the owning worker only
     await nc.flush()
     assert "permissions violation for subscription" in await errors.first()
+
+
+@pytest.mark.parametrize("inbox", ["_INBOX_worker.>", "_INBOX_worker.abc.*", "_INBOX.>"])
+async def test_the_api_cannot_read_other_services_replies(
+    as_user: tuple[Client, ErrorLog], inbox: str
+) -> None:
+    nc, errors = as_user
+    await nc.subscribe(inbox)
+    await nc.flush()
+    seen = await errors.first()
+    assert "permissions violation for subscription" in seen
+    assert inbox.lower() in seen
+
+
+def _settings_as(user: str, url: str, passwords: dict[str, str]) -> BusSettings:
+    return BusSettings(nats_url=url, nats_user=user, nats_password=passwords[user])
+
+
+@pytest.mark.parametrize("user", USERS)
+async def test_each_user_gets_replies_on_its_own_inbox_prefix(
+    secured_nats: natsserver.NatsServer, passwords: dict[str, str], user: str
+) -> None:
+    settings = _settings_as(user, secured_nats.url, passwords)
+    nc = await bus.connect(settings, name=f"inbox-{user}", role=user)
+    try:
+        info = await nc.jetstream(timeout=5).account_info()
+    finally:
+        await bus.close(nc)
+    assert info.limits is not None
+
+
+async def test_the_shared_inbox_prefix_is_no_longer_granted(
+    secured_nats: natsserver.NatsServer, passwords: dict[str, str]
+) -> None:
+    """A client left on nats-py's default `_INBOX` cannot receive its replies."""
+    nc = await bus.connect(_settings_as("api", secured_nats.url, passwords), name="old-inbox")
+    try:
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.jetstream(timeout=2).account_info()
+    finally:
+        await bus.close(nc)
 
 
 async def test_a_wrong_password_is_refused(secured_nats: natsserver.NatsServer) -> None:

@@ -488,3 +488,45 @@ async def test_warm_pool_hands_out_a_ready_kernel_with_the_requested_env(
     assert launch_environment(record.pid)["KERNEL_ID"] != record.id
     await until(lambda: pooled(1), what="the pool refilled")
     await shutdown(nc, record.id)
+
+
+async def idle_after(nc: Client, kernel_id: str, msg_id: str) -> asyncio.Event:
+    """Set once the kernel's iopub says the request `msg_id` finished (seen on the bus)."""
+    finished = asyncio.Event()
+
+    async def on_iopub(msg: object) -> None:
+        data = getattr(msg, "data", b"")
+        if b'"idle"' in data and msg_id.encode() in data:
+            finished.set()
+
+    await nc.subscribe(subjects.kernel_iopub(kernel_id), cb=on_iopub)
+    return finished
+
+
+@pytest.mark.parametrize("check_interval", ["0.2", "60"], ids=["noticed", "reconnected-first"])
+async def test_output_sent_to_a_crashed_api_replica_reaches_the_client_that_comes_back(
+    services: Services, nc: Client, check_interval: str
+) -> None:
+    """An api replica dies without detaching. Either the worker notices (its periodic ping finds
+    no responder) and buffers, or the client comes back through another replica first; both
+    ways the client gets the output it was owed."""
+    wid = worker_id()
+    services.worker(
+        {"KERNELBUS_WORKER_ID": wid, "KERNELBUS_WORKER_API_CHECK_INTERVAL": check_interval}
+    )
+    record = await start(nc, wid)
+    first = BusConnection(nc, record.id, session_id="session-c")
+    await first.attach()
+    msg_id = await first.send(
+        "execute_request", {"code": "import time; time.sleep(1); print('owed')"}
+    )
+    await first.next_matching(lambda m: m.msg_type == "execute_input")
+    finished = await idle_after(nc, record.id, msg_id)
+    await first.crash()
+    await asyncio.wait_for(finished.wait(), 30)
+    back = BusConnection(nc, record.id, session_id="session-c")
+    await back.attach()
+    seen = await back.until_done(msg_id)
+    assert any(m.msg_type == "stream" and m.content["text"] == "owed\n" for m in seen)
+    assert any(m.msg_type == "execute_reply" for m in seen)
+    await shutdown(nc, record.id)

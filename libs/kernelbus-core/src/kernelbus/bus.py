@@ -4,6 +4,7 @@ and the JetStream streams and KV buckets every service expects to exist."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -35,14 +36,32 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
+DEFAULT_INBOX_PREFIX = "_INBOX"
+_ROLE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
-async def connect(settings: BusSettings, name: str) -> Client:
+
+def inbox_prefix(role: str | None) -> str:
+    """`_INBOX_<role>` for a service role, `_INBOX` (nats-py's default) without one.
+
+    A per-role prefix lets the NATS permissions grant each service user the replies to its
+    own requests only (`_INBOX_api.>`), instead of everyone's (`_INBOX.>`).
+    """
+    if role is None:
+        return DEFAULT_INBOX_PREFIX
+    if not _ROLE.match(role):
+        raise ValueError(f"invalid bus role {role!r}: must match {_ROLE.pattern}")
+    return f"{DEFAULT_INBOX_PREFIX}_{role}"
+
+
+async def connect(settings: BusSettings, name: str, role: str | None = None) -> Client:
     """Connect with a bounded first attempt loop, then reconnect forever.
 
     nats-py retries the initial connect `max_reconnect_attempts` times: bounded here so a
     missing NATS fails a service's start clearly, lifted afterwards so a restarted NATS is
-    always rejoined.
+    always rejoined. `role` ("api", "worker", ...) selects the reply inbox prefix
+    (`inbox_prefix`); without it replies use the shared `_INBOX`.
     """
+    prefix = inbox_prefix(role)
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -57,6 +76,7 @@ async def connect(settings: BusSettings, name: str) -> Client:
         nc = await nats.connect(
             servers=[u.strip() for u in settings.nats_url.split(",")],
             name=name,
+            inbox_prefix=prefix,
             user=settings.nats_user,
             password=settings.nats_password,
             connect_timeout=2,
@@ -226,6 +246,7 @@ __all__ = [
     "close",
     "connect",
     "ensure_infrastructure",
+    "inbox_prefix",
     "parse_with",
     "request",
     "respond",

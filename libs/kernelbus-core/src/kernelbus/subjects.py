@@ -42,6 +42,11 @@ def kernel_attach(kernel_id: str) -> str:
     return f"{PREFIX}.kernel.{_token(kernel_id)}.attach"
 
 
+def api_ping(api_instance: str) -> str:
+    """Liveness of one api replica: no responder means it is gone with its websockets."""
+    return f"{PREFIX}.api.{_token(api_instance)}.ping"
+
+
 # --- kernel message streams ---------------------------------------------------------------
 
 

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from kernelbus import bus, subjects
 from kernelbus.registry import Registry
@@ -21,10 +23,20 @@ from kernelbus_api.settings import ApiSettings
 from kernelbus_api.state import AppState
 
 
+async def answer_pings(nc: Client, api_instance: str) -> None:
+    """Workers ping each api replica that holds websockets: no responder means it died, and
+    they start keeping its clients' output for their reconnect (see kernelbus_worker.liveness)."""
+
+    async def pong(msg: Msg) -> None:
+        await msg.respond(b"")
+
+    await nc.subscribe(subjects.api_ping(api_instance), cb=pong)
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nc = await bus.connect(settings, name=settings.api_instance)
+        nc = await bus.connect(settings, name=settings.api_instance, role="api")
         js = nc.jetstream()
         await bus.ensure_infrastructure(js)
         registry = await Registry.open(js)
@@ -37,6 +49,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         kernel_manager = Kernels(settings, nc, registry, admission)
         session_manager = Sessions(await js.key_value(subjects.SESSIONS_BUCKET), kernel_manager)
         app.state.kb = AppState(settings, nc, js, registry, kernel_manager, session_manager)
+        await answer_pings(nc, settings.api_instance)
         try:
             yield
         finally:

@@ -17,6 +17,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from kernelbus.kvkeys import kv_keys
 from kernelbus.timefmt import utcnow
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Leases:
         """Delete leases older than `max_age` seconds (or unreadable); returns how many."""
         now = now or utcnow()
         swept = 0
-        for key in await self._keys():
+        for key in await kv_keys(self.kv):
             current = await self._read(key)
             if current is None:
                 continue
@@ -95,9 +96,3 @@ class Leases:
         except ValidationError:
             log.warning("unreadable cull lease under key %s; treating it as stale", key)
             return None, entry.revision or 0
-
-    async def _keys(self) -> list[str]:
-        try:
-            return list(await self.kv.keys())
-        except nats.js.errors.NoKeysError:
-            return []

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
     """Run until `stop` is set. The view is rebuilt from the registry before the first pass."""
-    nc = await bus.connect(settings, name=settings.culler_id)
+    nc = await bus.connect(settings, name=settings.culler_id, role="culler")
     js = nc.jetstream()
     await bus.ensure_infrastructure(js)
     registry = await Registry.open(js)
@@ -46,7 +46,7 @@ async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
         await publisher.close()
-        await nc.drain()
+        await bus.close(nc)
 
 
 def _announce(settings: CullerSettings) -> None:

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from kernelbus import bus
 from kernelbus.schemas import event_registry
 from kernelbus_events.consumer import EventConsumer
-from kernelbus_events.routes import health, router
+from kernelbus_events.metrics import EventsMetrics
+from kernelbus_events.routes import health, metrics, router
 from kernelbus_events.settings import EventsSettings
 from kernelbus_events.state import AppState
 from kernelbus_events.store import EventStore
@@ -24,21 +25,25 @@ def create_app(settings: EventsSettings) -> FastAPI:
         registry = event_registry()
         store = EventStore(settings.db_path)
         await store.open()
-        nc = await bus.connect(settings, name=f"kernelbus-events-{settings.consumer}")
+        nc = await bus.connect(
+            settings, name=f"kernelbus-events-{settings.consumer}", role="events"
+        )
         js = nc.jetstream()
         await bus.ensure_infrastructure(js)
         tail = Tail()
-        consumer = EventConsumer(js, settings, store, registry, tail)
+        counters = EventsMetrics(tail_subscribers=lambda: float(len(tail)))
+        consumer = EventConsumer(js, settings, store, registry, tail, counters)
         await consumer.start()
-        app.state.kb = AppState(settings, nc, js, store, registry, tail, consumer)
+        app.state.kb = AppState(settings, nc, js, store, registry, tail, consumer, counters)
         try:
             yield
         finally:
             await consumer.stop()
-            await nc.drain()
+            await bus.close(nc)
             await store.close()
 
     app = FastAPI(title="Kernelbus events", lifespan=lifespan)
     app.include_router(health)
     app.include_router(router)
+    app.include_router(metrics)
     return app

@@ -17,8 +17,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from kernelbus import subjects
 from kernelbus.events import EVENT_ID_HEADER, MSG_ID_HEADER, SOURCE_HEADER
 from kernelbus.schemas import InvalidEvent, parse_capsule
+from kernelbus_events.metrics import EventsMetrics
 from kernelbus_events.settings import EventsSettings
-from kernelbus_events.store import EventStore, NewEvent
+from kernelbus_events.store import EventStore, NewEvent, StoredEvent
 from kernelbus_events.tail import Tail
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,14 @@ class EventConsumer:
         store: EventStore,
         registry: SchemaRegistry,
         tail: Tail,
+        metrics: EventsMetrics | None = None,
     ) -> None:
         self._js = js
         self._settings = settings
         self._store = store
         self._registry = registry
         self._tail = tail
+        self._metrics = metrics or EventsMetrics()
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -106,13 +109,20 @@ class EventConsumer:
             stored = await self._store.add_many([event for _, event in valid])
         except Exception:
             log.exception("storing %d events failed; they will be redelivered", len(valid))
+            self._metrics.store_failures.inc(len(valid))
             for msg, _ in valid:
                 await msg.nak(delay=1.0)
             return
         for (msg, _), added in zip(valid, stored, strict=True):
             await msg.ack()
-            if added is not None:
-                self._tail.publish(added)
+            self._count_stored(added)
+
+    def _count_stored(self, added: StoredEvent | None) -> None:
+        if added is None:
+            self._metrics.duplicates.inc()
+            return
+        self._metrics.stored.inc()
+        self._tail.publish(added)
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         seq = str(msg.metadata.sequence.stream)
@@ -127,8 +137,10 @@ class EventConsumer:
             await self._store.add_deadletter(seq, reason)
         except Exception:
             log.exception("dead-lettering event %s failed; it will be redelivered", seq)
+            self._metrics.store_failures.inc()
             await msg.nak(delay=1.0)
             return
+        self._metrics.dead_lettered.inc()
         log.warning("event %s rejected: %s", seq, reason)
         await msg.term()
 

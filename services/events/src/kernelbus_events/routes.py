@@ -9,16 +9,18 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from kernelbus import subjects
 from kernelbus.events import EVENT_ID_HEADER, MSG_ID_HEADER, SOURCE_HEADER
+from kernelbus.metrics import CONTENT_TYPE
 from kernelbus.schemas import InvalidEvent, parse_capsule
 from kernelbus_events.deps import Authorized, Filters, State, Store
 from kernelbus_events.streaming import sse_events
 
 health = APIRouter(prefix="/api/health", tags=["health"])
 router = APIRouter(prefix="/api/events", tags=["events"], dependencies=[Authorized])
+metrics = APIRouter(dependencies=[Authorized])
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
@@ -34,6 +36,13 @@ async def ready(state: State) -> JSONResponse:
     """NATS connected and the consumer pulling: events are being stored."""
     ok = state.nc.is_connected and state.consumer.ready.is_set()
     return JSONResponse({"status": "ok" if ok else "unavailable"}, status_code=200 if ok else 503)
+
+
+@metrics.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+async def prometheus(state: State) -> PlainTextResponse:
+    """Prometheus metrics of this events process (text format 0.0.4), behind the token like
+    every route but health: Prometheus sends `authorization: {type: token, credentials: ...}`."""
+    return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE)
 
 
 @router.get("")

@@ -9,6 +9,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from kernelbus_events.consumer import EventConsumer
+from kernelbus_events.metrics import EventsMetrics
 from kernelbus_events.settings import EventsSettings
 from kernelbus_events.store import EventStore
 from kernelbus_events.tail import Tail
@@ -23,3 +24,4 @@ class AppState:
     registry: SchemaRegistry
     tail: Tail
     consumer: EventConsumer
+    metrics: EventsMetrics

@@ -21,6 +21,10 @@ class Tail:
         self._subscribers: set[asyncio.Queue[StoredEvent | None]] = set()
         self._max_pending = max_pending
 
+    def __len__(self) -> int:
+        """Open subscribers (live-tail requests)."""
+        return len(self._subscribers)
+
     def subscribe(self) -> asyncio.Queue[StoredEvent | None]:
         queue: asyncio.Queue[StoredEvent | None] = asyncio.Queue()  # bounded in publish()
         self._subscribers.add(queue)

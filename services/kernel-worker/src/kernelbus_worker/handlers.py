@@ -28,8 +28,9 @@ from kernelbus.messages import (
     kernel_command_adapter,
 )
 from kernelbus_worker import metrics
-from kernelbus_worker.kernel import ManagedKernel
+from kernelbus_worker.kernel import Attached, ManagedKernel
 from kernelbus_worker.kernelspecs import Catalog
+from kernelbus_worker.liveness import ApiLiveness
 from kernelbus_worker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,15 @@ CONN_HEADER = "KB-Conn"
 
 class Handlers:
     def __init__(
-        self, nc: Client, supervisor: Supervisor, catalog: Catalog, worker_id: str
+        self,
+        nc: Client,
+        supervisor: Supervisor,
+        catalog: Catalog,
+        worker_id: str,
+        liveness: ApiLiveness,
     ) -> None:
         self.nc = nc
+        self.liveness = liveness
         self.supervisor = supervisor
         self.catalog = catalog
         self.worker_id = worker_id
@@ -120,11 +127,25 @@ class Handlers:
         if command.command == "detach":
             kernel.detach(command.conn_id)
             return KernelReply(kernel=kernel.record)
-        owed = kernel.attach(command.conn_id, command.session_id)
+        replaced = kernel.same_session(command.session_id)
+        owed = kernel.attach(command.conn_id, command.session_id, command.api_instance)
+        for stale in replaced:
+            if stale.api_instance and stale.api_instance != command.api_instance:
+                self._spawn(self._recover(kernel, stale, command.conn_id))
         if owed:
             # Published after the reply; the api holds connection traffic until it accepted.
             self._spawn(self._replay(kernel, command.conn_id, owed))
         return KernelReply(kernel=kernel.record, data={"replayed": len(owed)})
+
+    async def _recover(self, kernel: ManagedKernel, stale: Attached, conn_id: str) -> None:
+        """A client came back through another api replica while its old connection looked
+        open: if that replica is dead, send what it may not have delivered."""
+        if await self.liveness.alive(stale.api_instance):
+            return
+        since = max(stale.attached_at, self.liveness.last_seen.get(stale.api_instance, 0.0))
+        frames = kernel.sent_to(stale.conn_id, since)
+        kernel.log.info("Recovering %d messages sent to a lost connection", len(frames))
+        await self._replay(kernel, conn_id, frames)
 
     async def _replay(self, kernel: ManagedKernel, conn_id: str, frames: list[bytes]) -> None:
         for frame in frames:

@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import zmq.asyncio
@@ -23,11 +24,21 @@ from kernelbus.models import KernelRecord
 from kernelbus.timefmt import utcnow
 from kernelbus_worker.activity import Activity
 from kernelbus_worker.outbox import Outbox
-from kernelbus_worker.routing import ReplayBuffer, RouteTable
+from kernelbus_worker.routing import RecentFrames, ReplayBuffer, RouteTable
 from kernelbus_worker.settings import WorkerSettings
 from kernelbus_worker.zmqbridge import KernelSockets
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Attached:
+    """One open websocket connection of a kernel, as its api replica announced it."""
+
+    conn_id: str
+    session_id: str
+    api_instance: str
+    attached_at: float
 
 
 class ManagedKernel:
@@ -51,6 +62,8 @@ class ManagedKernel:
         self.routes = RouteTable()
         self.activity = Activity()
         self.connections: dict[str, str] = {}
+        self.attached: dict[str, Attached] = {}
+        self.recent = RecentFrames(settings.recent_window)
         self._conn_sessions: OrderedDict[str, str] = OrderedDict()
         self.buffer: ReplayBuffer | None = None
         self.spec_env: dict[str, str] = {}
@@ -102,6 +115,8 @@ class ManagedKernel:
             frame = pack_v1("iopub", parts)
             if self.buffer is not None:
                 self.buffer.add(frame)
+            elif self.connections:
+                self.recent.add(None, frame)
             await self.outbox.publish(self._iopub_subject, frame)
 
     async def _pump_replies(self, channel: str) -> None:
@@ -127,6 +142,7 @@ class ManagedKernel:
         frame = pack_v1(channel, parts)
         target = conn_id if conn_id in self.connections else self._successor(conn_id)
         if target is not None:
+            self.recent.add(target, frame)
             await self.outbox.publish(subjects.connection(target), frame)
         elif self.buffer is not None and self._conn_sessions.get(conn_id) == self.buffer.session_id:
             self.buffer.add(frame)
@@ -179,9 +195,17 @@ class ManagedKernel:
             self.routes.remember(str(msg_id), conn_id)
         await self.sockets.send(channel, parts)
 
-    def attach(self, conn_id: str, session_id: str) -> list[bytes]:
-        """A websocket opened: returns what is owed to its session (JS replay), in order."""
+    def attach(self, conn_id: str, session_id: str, api_instance: str = "") -> list[bytes]:
+        """A websocket opened: returns what is owed to its session (JS replay), in order.
+
+        An older connection of the same session is stale (its api replica may have died
+        without a detach): it is replaced, as jupyter_server replaces it.
+        """
+        for stale in self.same_session(session_id):
+            self.log.info("Replacing stale connection %s of session %s", stale.conn_id, session_id)
+            self._forget_connection(stale.conn_id)
         self.connections[conn_id] = session_id
+        self.attached[conn_id] = Attached(conn_id, session_id, api_instance, time.monotonic())
         self._conn_sessions[conn_id] = session_id
         while len(self._conn_sessions) > 1000:
             self._conn_sessions.popitem(last=False)
@@ -201,8 +225,42 @@ class ManagedKernel:
 
     def detach(self, conn_id: str) -> None:
         """A websocket closed; the last one to close starts buffering for its session."""
-        session_id = self.connections.pop(conn_id, None)
-        if session_id is None or self.connections or self.settings.replay_window <= 0:
+        session_id = self._forget_connection(conn_id)
+        if session_id is not None and not self.connections:
+            self._start_buffering(session_id)
+
+    def drop_lost(self, conn_ids: list[str], since: float) -> None:
+        """Connections whose api replica died: detach them, and if none is left, owe their
+        session what was sent to them since `since` (the api's last sign of life)."""
+        sessions = [s for s in map(self._forget_connection, conn_ids) if s is not None]
+        if not sessions or self.connections:
+            return
+        self._start_buffering(sessions[-1])
+        if self.buffer is not None:
+            lost = set(conn_ids)
+            for at, target, frame in self.recent.since(since):
+                if target is None or target in lost:
+                    self.buffer.add(frame, now=at)
+
+    def _forget_connection(self, conn_id: str) -> str | None:
+        self.attached.pop(conn_id, None)
+        return self.connections.pop(conn_id, None)
+
+    def same_session(self, session_id: str) -> list[Attached]:
+        """Open connections of `session_id` (a new one of the session will replace them).
+
+        An empty session_id names no session: such connections never replace each other.
+        """
+        if not session_id:
+            return []
+        return [a for a in self.attached.values() if a.session_id == session_id]
+
+    def sent_to(self, conn_id: str, since: float) -> list[bytes]:
+        """Frames sent to `conn_id` (or to every connection) since `since`, in order."""
+        return [f for _, t, f in self.recent.since(since) if t is None or t == conn_id]
+
+    def _start_buffering(self, session_id: str) -> None:
+        if self.settings.replay_window <= 0:
             return
         self.buffer = ReplayBuffer(
             session_id,

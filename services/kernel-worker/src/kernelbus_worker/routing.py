@@ -75,3 +75,27 @@ class ReplayBuffer:
             _, frame = self._items.popleft()
             self._bytes -= len(frame)
             self.dropped += 1
+
+
+@dataclass
+class RecentFrames:
+    """What was sent to connections in the last `window` seconds, with its addressee (None:
+    every connection). If an api replica dies, its clients' share of this is all that can
+    have been lost in flight; it seeds their replay buffer."""
+
+    window: float
+    max_bytes: int = 64 * 1024 * 1024
+    _items: deque[tuple[float, str | None, bytes]] = field(default_factory=deque)
+    _bytes: int = 0
+
+    def add(self, target: str | None, frame: bytes, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._items.append((now, target, frame))
+        self._bytes += len(frame)
+        while self._items and (
+            now - self._items[0][0] > self.window or self._bytes > self.max_bytes
+        ):
+            self._bytes -= len(self._items.popleft()[2])
+
+    def since(self, moment: float) -> list[tuple[float, str | None, bytes]]:
+        return [item for item in self._items if item[0] >= moment]

@@ -69,6 +69,18 @@ class WorkerSettings(BusSettings):
         le=86_400,
         description="Seconds output is kept for a reconnecting client.",
     )
+    api_check_interval: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Seconds between pings of the api replicas that hold this worker's websockets.",
+    )
+    recent_window: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds of sent output kept to replay if an api replica dies mid-stream.",
+    )
     replay_max_messages: int = Field(default=10_000, ge=0, description="Buffered messages at most.")
     replay_max_bytes: int = Field(
         default=256 * 1024 * 1024, ge=0, description="Buffered bytes at most."

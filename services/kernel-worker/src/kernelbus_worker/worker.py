@@ -4,7 +4,6 @@ SIGTERM/SIGINT, then shuts its kernels down (unless told to leave them) and says
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
@@ -18,6 +17,7 @@ from kernelbus_worker import httpserver
 from kernelbus_worker.handlers import Handlers
 from kernelbus_worker.heartbeat import heartbeat
 from kernelbus_worker.kernelspecs import Catalog
+from kernelbus_worker.liveness import ApiLiveness
 from kernelbus_worker.metrics import MeteredOutbox
 from kernelbus_worker.settings import WorkerSettings
 from kernelbus_worker.supervisor import Supervisor
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
     stop = stop or _stop_on_signals()
-    nc = await bus.connect(settings, name=f"worker-{settings.id}")
+    nc = await bus.connect(settings, name=f"worker-{settings.id}", role="worker")
     js = nc.jetstream()
     await bus.ensure_infrastructure(js)
     registry = await Registry.open(js)
@@ -43,7 +43,8 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         on_added=lambda k: handlers.kernel_added(k),
         on_removed=lambda k: handlers.kernel_removed(k),
     )
-    handlers = Handlers(nc, supervisor, catalog, settings.id)
+    liveness = ApiLiveness(nc, supervisor)
+    handlers = Handlers(nc, supervisor, catalog, settings.id, liveness)
     started_at = utcnow()
     await handlers.subscribe_worker()
     await supervisor.adopt_orphans()
@@ -62,6 +63,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         ),
         asyncio.create_task(_every(settings.activity_write_interval, supervisor.flush_activity)),
         asyncio.create_task(_every(settings.heartbeat_interval, supervisor.refill_pool)),
+        asyncio.create_task(_every(settings.api_check_interval, liveness.check)),
     ]
     try:
         await stop.wait()
@@ -76,8 +78,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         await registry.remove_worker(settings.id)
         await publisher.emit(events.WORKER_STOPPED, _worker_event(settings, kernel_ids))
         await publisher.close()
-        with contextlib.suppress(Exception):
-            await nc.drain()
+        await bus.close(nc)
 
 
 def _worker_event(settings: WorkerSettings, kernel_ids: list[str]) -> dict[str, object]:

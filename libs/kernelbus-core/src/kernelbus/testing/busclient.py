@@ -37,6 +37,7 @@ class BusConnection:
     kernel_id: str
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     conn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    api_instance: str = field(default_factory=lambda: f"tests-{uuid.uuid4().hex[:8]}")
     inbox: asyncio.Queue[Received] = field(default_factory=asyncio.Queue)
     session: Session = field(default_factory=Session)
 
@@ -58,9 +59,13 @@ class BusConnection:
                 )
             )
 
+        async def pong(msg: Msg) -> None:  # answer worker pings as an api replica does
+            await msg.respond(b"")
+
         self._subs = [
             await self.nc.subscribe(subjects.connection(self.conn_id), cb=on_msg),
             await self.nc.subscribe(subjects.kernel_iopub(self.kernel_id), cb=on_msg),
+            await self.nc.subscribe(subjects.api_ping(self.api_instance), cb=pong),
         ]
         await self.nc.flush()
         reply = await request(
@@ -70,8 +75,13 @@ class BusConnection:
 
     async def detach(self) -> None:
         await request(self.nc, subjects.kernel_attach(self.kernel_id), self._attach("detach"), 10)
+        await self.crash()
+
+    async def crash(self) -> None:
+        """Vanish like a killed api replica: no detach, no more pings answered."""
         for sub in self._subs:
             await sub.unsubscribe()
+        await self.nc.flush()
 
     def _attach(self, command: str) -> AttachConnection:
         return AttachConnection(
@@ -79,7 +89,7 @@ class BusConnection:
             kernel_id=self.kernel_id,
             conn_id=self.conn_id,
             session_id=self.session_id,
-            api_instance="tests",
+            api_instance=self.api_instance,
         )
 
     async def send(self, msg_type: str, content: dict[str, Any], channel: str = "shell") -> str:

@@ -1,0 +1,66 @@
+"""Noticing api replicas that died without detaching their websockets.
+
+Every `api_check_interval` the worker pings each api replica that holds a connection to one of
+its kernels (`kb.api.<instance>.ping`). A replica that is gone has no subscription left, so
+NATS answers "no responders" at once: its connections are dropped and, when they were a
+kernel's last, their session starts buffering, seeded with what was sent to them since the
+replica's last answer. The reconnecting client (on any replica) gets all of it replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import nats.errors
+from nats.aio.client import Client
+
+from kernelbus import subjects
+from kernelbus_worker.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+class ApiLiveness:
+    def __init__(self, nc: Client, supervisor: Supervisor, timeout: float = 2.0) -> None:
+        self.nc = nc
+        self.supervisor = supervisor
+        self.timeout = timeout
+        self.last_seen: dict[str, float] = {}
+
+    async def check(self) -> None:
+        instances = {
+            api
+            for kernel in self.supervisor.kernels.values()
+            for api in (a.api_instance for a in kernel.attached.values())
+            if api
+        }
+        for instance in instances:
+            await self._check(instance)
+        for gone in set(self.last_seen) - instances:
+            del self.last_seen[gone]
+
+    async def alive(self, instance: str) -> bool:
+        """False only when the replica is certainly gone (no responder); slow counts as alive."""
+        asked = time.monotonic()
+        try:
+            await self.nc.request(subjects.api_ping(instance), b"", timeout=self.timeout)
+        except nats.errors.NoRespondersError:
+            return False
+        except nats.errors.TimeoutError:
+            return True
+        self.last_seen[instance] = asked
+        return True
+
+    async def _check(self, instance: str) -> None:
+        if not await self.alive(instance):
+            self._lost(instance)
+
+    def _lost(self, instance: str) -> None:
+        seen = self.last_seen.pop(instance, 0.0)
+        for kernel in self.supervisor.kernels.values():
+            lost = [a for a in kernel.attached.values() if a.api_instance == instance]
+            if lost:
+                kernel.log.warning("api %s is gone: dropping %d connections", instance, len(lost))
+                since = max(seen, min(a.attached_at for a in lost))
+                kernel.drop_lost([a.conn_id for a in lost], since)
