@@ -7,7 +7,8 @@ import logging
 import pytest
 from pydantic import ValidationError
 
-from kernelbus_culler.health import Liveness, _response
+from kernelbus import tinyhttp
+from kernelbus_culler.health import Liveness, route_for
 from kernelbus_culler.settings import CullerSettings
 
 
@@ -78,8 +79,12 @@ def test_lease_outlives_a_shutdown_command() -> None:
 
 def test_health_endpoint_responses() -> None:
     live = Liveness(max_age=60)
-    assert _response(b"GET /health/live HTTP/1.1\r\n", live).startswith(b"HTTP/1.1 200")
-    assert _response(b"GET /other HTTP/1.1\r\n", live).startswith(b"HTTP/1.1 404")
-    assert _response(b"garbage", live).startswith(b"HTTP/1.1 404")
+    assert tinyhttp.answer(route_for(live), b"GET /health/live HTTP/1.1\r\n").startswith(
+        b"HTTP/1.1 200"
+    )
+    assert tinyhttp.answer(route_for(live), b"GET /other HTTP/1.1\r\n").startswith(b"HTTP/1.1 404")
+    assert tinyhttp.answer(route_for(live), b"garbage").startswith(b"HTTP/1.1 405")
     stalled = Liveness(max_age=0)
-    assert _response(b"GET /health/live HTTP/1.1\r\n", stalled).startswith(b"HTTP/1.1 503")
+    assert tinyhttp.answer(route_for(stalled), b"GET /health/live HTTP/1.1\r\n").startswith(
+        b"HTTP/1.1 503"
+    )

@@ -18,10 +18,10 @@ from fastapi import FastAPI
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
+from kernelbus import tinyhttp
 from kernelbus_api.app import create_app as create_api
 from kernelbus_api.settings import ApiSettings
-from kernelbus_culler.health import Liveness
-from kernelbus_culler.health import _response as culler_health
+from kernelbus_culler.health import Liveness, route_for
 from kernelbus_culler.settings import CullerSettings
 from kernelbus_events.app import create_app as create_events
 from kernelbus_events.settings import EventsSettings
@@ -216,17 +216,21 @@ def test_worker_healthcheck_and_metrics_answer(services: dict[str, dict[str, Any
     worker = services["kernel-worker"]
     url = urlsplit(health_url(worker))
     assert url.port == int(worker["environment"]["KERNELBUS_WORKER_METRICS_PORT"])
-    assert httpserver.respond(f"GET {url.path} HTTP/1.1\r\n".encode()).startswith(b"HTTP/1.1 200")
-    metrics = httpserver.respond(b"GET /metrics HTTP/1.1\r\n")
+
+    def respond(line: bytes) -> bytes:
+        return tinyhttp.answer(httpserver.route, line)
+
+    assert respond(f"GET {url.path} HTTP/1.1\r\n".encode()).startswith(b"HTTP/1.1 200")
+    metrics = respond(b"GET /metrics HTTP/1.1\r\n")
     assert b"kernelbus_worker_kernels_running" in metrics
-    assert httpserver.respond(b"GET /nope HTTP/1.1\r\n").startswith(b"HTTP/1.1 404")
+    assert respond(b"GET /nope HTTP/1.1\r\n").startswith(b"HTTP/1.1 404")
 
 
 def test_culler_healthcheck_answers(services: dict[str, dict[str, Any]]) -> None:
     culler = services["culler"]
     url = urlsplit(health_url(culler))
     assert url.port == int(culler["environment"]["KERNELBUS_CULLER_HEALTH_PORT"])
-    answer = culler_health(f"GET {url.path} HTTP/1.1".encode(), Liveness(max_age=60))
+    answer = tinyhttp.answer(route_for(Liveness(max_age=60)), f"GET {url.path} HTTP/1.1".encode())
     assert answer.startswith(b"HTTP/1.1 200")
 
 

@@ -8,9 +8,10 @@ keeps it one dependency lighter.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
+
+from kernelbus import tinyhttp
 
 
 @dataclass
@@ -27,32 +28,16 @@ class Liveness:
         return time.monotonic() - self.last < self.max_age
 
 
+def route_for(liveness: Liveness) -> tinyhttp.Route:
+    """`GET /health/live`: 200 while the loops make progress, 503 when they stalled."""
+
+    def route(method: str, path: str) -> tinyhttp.Response:
+        if path != "/health/live":
+            return 404, "text/plain", "not found"
+        return (200, "text/plain", "ok") if liveness.ok() else (503, "text/plain", "stalled")
+
+    return route
+
+
 async def serve(liveness: Liveness, host: str, port: int) -> asyncio.Server:
-    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request_line = await asyncio.wait_for(reader.readline(), 5)
-            writer.write(_response(request_line, liveness))
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    return await asyncio.start_server(on_client, host, port)
-
-
-def _response(request_line: bytes, liveness: Liveness) -> bytes:
-    parts = request_line.decode("latin-1").split()
-    if len(parts) < 2 or parts[0] != "GET" or parts[1] != "/health/live":
-        return _http(404, "not found")
-    return _http(200, "ok") if liveness.ok() else _http(503, "stalled")
-
-
-def _http(status: int, body: str) -> bytes:
-    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-    return (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
-    ).encode()
+    return await tinyhttp.serve(route_for(liveness), host, port)

@@ -7,7 +7,7 @@ from typing import Annotated, cast
 from fastapi import Depends, HTTPException, Query, Request
 
 from kernelbus.timefmt import parse_timestamp
-from kernelbus_events.auth import token_ok
+from kernelbus.tokens import token_ok
 from kernelbus_events.state import AppState
 from kernelbus_events.store import EventFilter, EventStore
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import mimetypes
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +18,15 @@ RESOURCE_PREFIXES = ("logo-",)
 RESOURCE_FILES = ("kernel.js", "kernel.css")
 
 
+RESCAN_SECONDS = 30.0
+"""Kernelspecs installed while a worker runs are announced within this many seconds."""
+
+
 @dataclass
 class Catalog:
     manager: KernelSpecManager
     allowed: list[str]
+    _cached: tuple[float, list[KernelspecInfo]] | None = None
 
     @classmethod
     def create(cls, allowed: list[str]) -> Catalog:
@@ -39,6 +45,13 @@ class Catalog:
             raise NoSuchKernelspec(f"No such kernel named {name}") from exc
 
     def infos(self) -> list[KernelspecInfo]:
+        """What the heartbeat announces; rescanned from disk at most every RESCAN_SECONDS."""
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] > RESCAN_SECONDS:
+            self._cached = (now, self._scan())
+        return self._cached[1]
+
+    def _scan(self) -> list[KernelspecInfo]:
         infos = []
         for name in self.names():
             try:

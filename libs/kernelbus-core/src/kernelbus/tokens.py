@@ -1,5 +1,5 @@
-"""Token authentication, the same rules as the api: `Authorization: token|bearer <t>` or
-`?token=<t>`, compared in constant time; no token configured means auth is off."""
+"""Token checks shared by every HTTP surface (api, events): `Authorization: token|bearer <t>`
+(scheme case-insensitive) or `?token=<t>`, compared in constant time."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ _SCHEMES = ("token", "bearer")
 
 
 def token_ok(expected: str, authorization: str | None, query_token: str | None) -> bool:
+    """True when no token is configured (the header is then ignored, even when empty), or the
+    request carries `expected`. `?token=` takes precedence over the header, as in KG."""
     if not expected:
         return True
     offered = query_token or _from_header(authorization)
