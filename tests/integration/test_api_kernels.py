@@ -37,6 +37,25 @@ def jupyter_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     argv = [sys.executable, "-c", "import time; time.sleep(300)", "{connection_file}"]
     kernel = {"argv": argv, "display_name": "Sleeper", "language": "python"}
     (spec_dir / "kernel.json").write_text(json.dumps(kernel))
+    # `stalls-on-restart`: a real kernel the first time; its restarted process never answers.
+    stalls = root / "kernels" / "stalls-on-restart"
+    stalls.mkdir(parents=True)
+    marker = root / "stalls-started-once"
+    launcher = stalls / "launch.py"
+    launcher.write_text(
+        "import os, sys, time\n"
+        f"marker = {str(marker)!r} + '-' + os.environ['KERNEL_ID']\n"
+        "if os.path.exists(marker):\n    time.sleep(300)\n"
+        "open(marker, 'w').close()\n"
+        "from ipykernel import kernelapp\n"
+        "kernelapp.launch_new_instance(argv=['-f', sys.argv[1]])\n"
+    )
+    stalling = {
+        "argv": [sys.executable, str(launcher), "{connection_file}"],
+        "display_name": "Stalls on restart",
+        "language": "python",
+    }
+    (stalls / "kernel.json").write_text(json.dumps(stalling))
     return root
 
 
@@ -153,6 +172,20 @@ def test_launch_timeout_setting(cluster: tuple[Services, ApiProcess]) -> None:
         )
     assert response.status_code == 500
     assert invalid.status_code == 500
+
+
+def test_kernel_info_timeout_setting_bounds_a_restart(cluster: tuple[Services, ApiProcess]) -> None:
+    with _extra_api(cluster, {"KERNELBUS_KERNEL_INFO_TIMEOUT": "2"}) as other:
+        created = other.post("/api/kernels", json={"name": "stalls-on-restart"})
+        assert created.status_code == 201, created.text
+        kid = created.json()["id"]
+        restarted = other.post(f"/api/kernels/{kid}/restart", json={})
+        assert restarted.status_code == 500
+        assert restarted.json() == {
+            "message": "Exception restarting kernel",
+            "reason": "Internal Server Error",
+        }
+        assert other.delete(f"/api/kernels/{kid}").status_code == 204
 
 
 async def test_username_is_recorded(api: ApiProcess, registry: Registry) -> None:

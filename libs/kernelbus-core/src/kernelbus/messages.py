@@ -52,6 +52,9 @@ class InterruptKernel(_Command):
 class RestartKernel(_Command):
     command: Literal["restart"] = "restart"
     kernel_id: KernelId
+    kernel_info_timeout: float | None = Field(
+        default=None, gt=0, le=3600, description="Seconds the new kernel has to answer."
+    )
 
 
 class ShutdownKernel(_Command):

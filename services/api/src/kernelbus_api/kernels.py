@@ -110,7 +110,10 @@ class Kernels:
     async def restart(self, kernel_id: str) -> KernelRecord:
         await self.get(kernel_id)
         timeout = self.settings.kernel_info_timeout + _REPLY_PAD
-        reply = await self._command(RestartKernel(kernel_id=kernel_id), timeout)
+        command = RestartKernel(
+            kernel_id=kernel_id, kernel_info_timeout=self.settings.kernel_info_timeout
+        )
+        reply = await self._command(command, timeout)
         return reply.kernel or await self.get(kernel_id)
 
     async def shutdown(self, kernel_id: str) -> None:

@@ -59,15 +59,16 @@ class KernelFactory:
             raise launch_error(command, exc) from exc
         kernel.record.execution_state = kernel.activity.execution_state  # type: ignore[assignment]
 
-    async def restart(self, kernel: ManagedKernel, now: bool) -> None:
-        """Restart the process (`now`: kill instead of asking) and wait until it is ready."""
+    async def restart(self, kernel: ManagedKernel, now: bool, timeout: float | None = None) -> None:
+        """Restart the process (`now`: kill instead of asking) and wait until it is ready
+        (`timeout`, else the worker's kernel_info_timeout)."""
         await kernel.km.restart_kernel(now=now)
         # Fresh sockets even when the ports are the same: ZMQ state left over from the dead
         # process (a half-reconnected SUB, a DEALER queue) once stalled readiness for good.
         kernel.open_bridge()
         kernel.activity.execution_state = "starting"
         kernel.record.execution_state = "starting"
-        await kernel.wait_ready(self.settings.kernel_info_timeout)
+        await kernel.wait_ready(timeout or self.settings.kernel_info_timeout)
         kernel.record.execution_state = kernel.activity.execution_state  # type: ignore[assignment]
         kernel.record.reason = ""
         await record_provisioner(kernel)

@@ -117,7 +117,7 @@ class Handlers:
         if isinstance(command, InterruptKernel):
             record = await self.supervisor.interrupt(command.kernel_id)
         elif isinstance(command, RestartKernel):
-            record = await self.supervisor.restart(command.kernel_id)
+            record = await self.supervisor.restart(command.kernel_id, command.kernel_info_timeout)
         else:
             record = await self.supervisor.shutdown(command.kernel_id, command.reason)
         return KernelReply(kernel=record)

@@ -160,11 +160,11 @@ class Supervisor:
         await self.notices.action("interrupt", kernel)
         return kernel.record
 
-    async def restart(self, kernel_id: str) -> KernelRecord:
+    async def restart(self, kernel_id: str, timeout: float | None = None) -> KernelRecord:
         kernel = self.get(kernel_id)
         kernel.busy_with_lifecycle = True
         try:
-            await self.factory.restart(kernel, now=False)
+            await self.factory.restart(kernel, now=False, timeout=timeout)
         except Exception as exc:
             await self.notices.action("restart", kernel, error=exc)
             raise RestartFailed("Exception restarting kernel") from exc
