@@ -9,7 +9,7 @@ import struct
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -82,6 +82,7 @@ class KernelSocket:
 
     ws: ClientConnection
     v1: bool
+    raw_frames: list[str | bytes] = field(default_factory=list)
 
     async def send(self, msg: Msg) -> str:
         if self.v1:
@@ -96,6 +97,7 @@ class KernelSocket:
 
     async def recv(self, timeout: float = 30) -> Msg:
         frame = await asyncio.wait_for(self.ws.recv(), timeout)
+        self.raw_frames.append(frame)
         if isinstance(frame, str):
             return dict(json.loads(frame))
         return decode_v1(frame) if self.v1 else decode_legacy_binary(frame)
@@ -152,11 +154,17 @@ def ws_url(api: ApiProcess, kernel_id: str, session_id: str | None = None) -> st
 
 
 async def open_socket(
-    api: ApiProcess, kernel_id: str, v1: bool = False, session_id: str | None = None
+    api: ApiProcess,
+    kernel_id: str,
+    v1: bool = False,
+    session_id: str | None = None,
+    user_agent: str | None = None,
 ) -> KernelSocket:
+    extra = {"user_agent_header": user_agent} if user_agent else {}
     ws = await connect(
         ws_url(api, kernel_id, session_id),
         additional_headers=api.headers,
+        **extra,  # type: ignore[arg-type]
         subprotocols=[V1_PROTOCOL] if v1 else None,  # type: ignore[list-item]
         max_size=None,
         compression=None,

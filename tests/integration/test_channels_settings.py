@@ -61,3 +61,54 @@ async def test_server_pings_at_the_configured_interval(services: Services) -> No
         assert await server_pings(api, kernel_id, wanted=2) == 2
     finally:
         await kernel_call(api, "DELETE", f"/api/kernels/{kernel_id}")
+
+
+async def test_tracebacks_can_be_hidden(services: Services) -> None:
+    services.worker()
+    api = services.api(
+        env={
+            "KERNELBUS_ALLOW_TRACEBACKS": "false",
+            "KERNELBUS_TRACEBACK_REPLACEMENT_MESSAGE": "nope",
+        }
+    )
+    kernel_id = await start_kernel(api)
+    sock = await open_socket(api, kernel_id)
+    try:
+        seen = await sock.run("1/0")
+    finally:
+        await sock.close()
+        await kernel_call(api, "DELETE", f"/api/kernels/{kernel_id}")
+    error = next(m for m in seen if m["header"]["msg_type"] == "error")
+    assert error["content"] == {
+        "ename": "ExecutionError",
+        "evalue": "Execution error",
+        "traceback": ["nope"],
+    }
+
+
+COMM_WITH_BUFFERS = """
+from ipykernel.comm import Comm
+Comm(target_name='kb-test', data={}).send(data={'k': 1}, buffers=[b'\\\\x00\\\\x01'])
+"""
+
+
+@pytest.mark.parametrize("user_agent", ["Tornado/6.5", "python-websockets"])
+async def test_buffers_dropped_only_for_tornado_clients_when_asked(
+    services: Services, user_agent: str
+) -> None:
+    services.worker()
+    api = services.api(env={"KERNELBUS_DROP_BUFFERS_FOR_TORNADO_CLIENTS": "true"})
+    kernel_id = await start_kernel(api)
+    sock = await open_socket(api, kernel_id, user_agent=user_agent)
+    try:
+        await sock.run(COMM_WITH_BUFFERS)
+    finally:
+        await sock.close()
+        await kernel_call(api, "DELETE", f"/api/kernels/{kernel_id}")
+    comm_frames = [f for f in sock.raw_frames if b"comm_msg" in _bytes(f)]
+    assert len(comm_frames) == 1
+    assert isinstance(comm_frames[0], str) == (user_agent.startswith("Tornado/"))
+
+
+def _bytes(frame: str | bytes) -> bytes:
+    return frame if isinstance(frame, bytes) else frame.encode()

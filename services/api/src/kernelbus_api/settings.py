@@ -136,3 +136,17 @@ class ApiSettings(BusSettings):
         pattern=r"^[A-Za-z0-9_, ]*$",
         description="Comma list of client msg_types the websocket forwards (empty: all).",
     )
+    allow_tracebacks: bool = Field(
+        default=True,
+        description="Off: iopub `error` messages reach clients as ExecutionError, no traceback.",
+    )
+    traceback_replacement_message: str = Field(
+        default="An exception occurred at runtime, which is not shown due to security reasons.",
+        max_length=1000,
+        description="The traceback clients see when KERNELBUS_ALLOW_TRACEBACKS is off.",
+    )
+    drop_buffers_for_tornado_clients: bool = Field(
+        default=False,
+        description="Strip binary buffers sent to legacy clients whose User-Agent is Tornado/* "
+        "(jupyter_server's relay stops reading at the first binary frame).",
+    )

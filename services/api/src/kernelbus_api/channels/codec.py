@@ -93,3 +93,14 @@ def stderr_notice(text: str, parent_header: dict[str, Any], session: str) -> byt
     content = {"text": text + "\n", "name": "stderr"}
     parts = [json.dumps(p).encode() for p in (header, parent_header, {}, content)]
     return pack_v1("iopub", parts)
+
+
+def without_buffers(parts: list[bytes]) -> list[bytes]:
+    """The four JSON parts only: a legacy client then gets a text frame."""
+    return parts[:4]
+
+
+def hide_traceback(parts: list[bytes], replacement: str) -> list[bytes]:
+    """An iopub `error` as jupyter_server sends it with `allow_tracebacks=False`."""
+    content = {"ename": "ExecutionError", "evalue": "Execution error", "traceback": [replacement]}
+    return [*parts[:3], json.dumps(content).encode(), *parts[4:]]

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from kernelbus.chunking import Reassembler
-from kernelbus.framing import FrameError, header_of, unpack_v1
+from kernelbus.framing import FrameError, header_of, pack_v1, unpack_v1
 from kernelbus.logs import kernel_logger
 from kernelbus_api.channels import codec
 from kernelbus_api.channels.ratelimit import IOPubRateLimiter
@@ -52,6 +52,8 @@ class Connection:
     max_bytes: int
     limiter: IOPubRateLimiter | None
     allowed_types: frozenset[str] = frozenset()
+    strip_buffers: bool = False
+    traceback_replacement: str | None = None
     conn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     outbox: asyncio.Queue[Outgoing | Close] = field(default_factory=asyncio.Queue)
     reassembler: Reassembler = field(default_factory=Reassembler)
@@ -87,6 +89,11 @@ class Connection:
             return
         if channel == "iopub" and isinstance(msg_type, str) and self._rate_limited(parts, msg_type):
             return
+        if self.traceback_replacement is not None and channel == "iopub" and msg_type == "error":
+            parts = codec.hide_traceback(parts, self.traceback_replacement)
+            frame = pack_v1(channel, parts)
+        if self.strip_buffers and len(parts) > 4:
+            parts = codec.without_buffers(parts)
         self.outbox.put_nowait(Outgoing(channel, parts, frame))
         if codec.final_dead_status(channel, msg_type, parts):
             self.close_soon(1000, "kernel is dead")

@@ -72,7 +72,16 @@ def _connection(
         max_bytes=settings.ws_max_message_bytes,
         limiter=limiter,
         allowed_types=allowed_types(settings),
+        strip_buffers=not v1 and settings.drop_buffers_for_tornado_clients and _tornado(websocket),
+        traceback_replacement=(
+            None if settings.allow_tracebacks else settings.traceback_replacement_message
+        ),
     )
+
+
+def _tornado(websocket: WebSocket) -> bool:
+    """jupyter_server's relay identifies itself only by Tornado's User-Agent (a weak signal)."""
+    return websocket.headers.get("user-agent", "").startswith("Tornado/")
 
 
 def allowed_types(settings: ApiSettings) -> frozenset[str]:
