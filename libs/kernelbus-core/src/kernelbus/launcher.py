@@ -18,7 +18,13 @@ from pathlib import Path
 from types import FrameType
 
 from kernelbus import natsserver
-from kernelbus.processes import ServiceProcess, entry_point, spawn, wait_for
+from kernelbus.processes import (
+    ServiceProcess,
+    entry_point,
+    kill_orphaned_kernels,
+    spawn,
+    wait_for,
+)
 
 SERVICES = ("kernelbus-worker", "kernelbus-events", "kernelbus-culler", "kernelbus-api")
 STOP_ORDER = ("kernelbus-api", "kernelbus-culler", "kernelbus-events", "kernelbus-worker")
@@ -59,6 +65,7 @@ def run() -> int:
             "KERNELBUS_DATA_DIR": str(data_dir),
             # A stable id: a worker restarted by hand re-adopts the kernels it left running.
             "KERNELBUS_WORKER_ID": os.environ.get("KERNELBUS_WORKER_ID", "local-1"),
+            "KERNELBUS_WORKER_RUNTIME_DIR": str(data_dir / "runtime"),
             # One warm python3 kernel: the first start takes milliseconds, not half a second.
             "KERNELBUS_WORKER_POOL": os.environ.get("KERNELBUS_WORKER_POOL", "python3=1"),
         }
@@ -80,6 +87,8 @@ def run() -> int:
         for name in STOP_ORDER:
             if name in children:
                 children[name].stop(timeout=30)
+        # A worker that crashed left its kernels running for a successor that will not come.
+        kill_orphaned_kernels(data_dir / "runtime", include_adopted=True)
         if nats is not None:
             nats.stop()
         print("Kernelbus stopped.", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -93,3 +94,45 @@ def wait_for(
         time.sleep(interval)
     tail = f"\n{process.log()[-4000:]}" if process else ""
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}{tail}")
+
+
+def kernels_under(directory: Path) -> list[int]:
+    """Pids of live processes whose command line names a file in `directory` (kernels are
+    started with `-f <runtime dir>/kernel-<id>.json`)."""
+    marker = str(directory)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline and "kernel-" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def kill_orphaned_kernels(directory: Path, include_adopted: bool = False) -> list[int]:
+    """SIGKILL kernels under `directory` whose worker is gone (re-parented away from it).
+
+    Kernels outlive a crashed worker on purpose (a successor adopts them); whoever ran that
+    worker — a test, the embedded launcher — cleans up the ones nobody adopted. With
+    `include_adopted`, every kernel under `directory` goes.
+    """
+    killed = []
+    for pid in kernels_under(directory):
+        if include_adopted or _orphaned(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    return killed
+
+
+def _orphaned(pid: int) -> bool:
+    try:
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        parent = (Path(f"/proc/{ppid}/cmdline").read_bytes()).decode(errors="replace")
+    except (OSError, ValueError, IndexError):
+        return True
+    return "kernelbus-worker" not in parent

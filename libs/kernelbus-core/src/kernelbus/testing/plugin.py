@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from kernelbus import natsserver
-from kernelbus.processes import ServiceProcess, entry_point, spawn, wait_for
+from kernelbus.processes import (
+    ServiceProcess,
+    entry_point,
+    kill_orphaned_kernels,
+    spawn,
+    wait_for,
+)
 
 _ISOLATED = ("HOME", "IPYTHONDIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR")
 _session_root: Path | None = None
@@ -37,6 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _session_root is not None:
+        kill_orphaned_kernels(_session_root, include_adopted=True)
         shutil.rmtree(_session_root, ignore_errors=True)
 
 
@@ -164,6 +171,8 @@ class Services:
         for process in reversed(self.started):
             process.stop()
         self.started.clear()
+        # Kernels of a worker a test SIGKILLed outlive it (by design, for adoption).
+        kill_orphaned_kernels(Path(os.environ["JUPYTER_RUNTIME_DIR"]))
 
 
 def _http_ok(url: str) -> bool:
