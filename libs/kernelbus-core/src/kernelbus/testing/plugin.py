@@ -127,6 +127,8 @@ class Services:
         self.root = root
         self.nats_url = nats_url
         self.started: list[ServiceProcess] = []
+        self.runtime_dir = root / "runtime"
+        """Connection files of the kernels these workers start (swept of orphans on stop)."""
 
     def spawn(
         self, name: str, env: dict[str, str] | None = None, nats_url: str | None = None
@@ -144,7 +146,11 @@ class Services:
         self, env: dict[str, str] | None = None, nats_url: str | None = None
     ) -> ServiceProcess:
         """A kernel-worker, returned once it logged that it is ready (heartbeat published)."""
-        env = {"KERNELBUS_WORKER_ID": f"test-{uuid.uuid4().hex[:8]}", **(env or {})}
+        env = {
+            "KERNELBUS_WORKER_ID": f"test-{uuid.uuid4().hex[:8]}",
+            "KERNELBUS_WORKER_RUNTIME_DIR": str(self.runtime_dir),
+            **(env or {}),
+        }
         process = self.spawn("kernelbus-worker", env, nats_url)
         wait_for(lambda: "kernel-worker ready" in process.log(), 60, "the worker", process)
         return process
@@ -172,7 +178,7 @@ class Services:
             process.stop()
         self.started.clear()
         # Kernels of a worker a test SIGKILLed outlive it (by design, for adoption).
-        kill_orphaned_kernels(Path(os.environ["JUPYTER_RUNTIME_DIR"]))
+        kill_orphaned_kernels(self.runtime_dir)
 
 
 def _http_ok(url: str) -> bool:
