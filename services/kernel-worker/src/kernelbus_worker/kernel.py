@@ -300,8 +300,10 @@ class ManagedKernel:
         try:
             await asyncio.wait_for(asyncio.shield(waiter), wait)
             if not self._iopub_seen.is_set():
+                # Replied, but our subscription may have joined after this probe's statuses
+                # went out (slow joiner): probe again soon rather than wait out a full round.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._iopub_seen.wait(), wait)
+                    await asyncio.wait_for(self._iopub_seen.wait(), min(0.1, wait))
             return True
         except TimeoutError:
             return False
