@@ -225,17 +225,26 @@ async def test_interrupt_and_restart(services: Services, nc: Client) -> None:
     await shutdown(nc, record.id)
 
 
-async def test_killed_kernel_is_restarted(services: Services, nc: Client) -> None:
+async def kill_kernel_and_await(
+    services: Services, nc: Client, status: str, env: dict[str, str] | None = None
+) -> tuple[KernelRecord, BusConnection, Registry]:
+    """Start a kernel, SIGKILL its process, wait for the `status` the worker announces."""
     wid = worker_id()
-    services.worker({"KERNELBUS_WORKER_ID": wid, "KERNELBUS_WORKER_POLL_INTERVAL": "0.2"})
+    services.worker(
+        {"KERNELBUS_WORKER_ID": wid, "KERNELBUS_WORKER_POLL_INTERVAL": "0.2", **(env or {})}
+    )
     record = await start(nc, wid)
     conn = BusConnection(nc, record.id)
     await conn.attach()
     os.kill(record.pid or 0, signal.SIGKILL)
     await conn.next_matching(
-        lambda m: m.msg_type == "status" and m.content["execution_state"] == "restarting"
+        lambda m: m.msg_type == "status" and m.content["execution_state"] == status
     )
-    registry = await registry_of(nc)
+    return record, conn, await registry_of(nc)
+
+
+async def test_killed_kernel_is_restarted(services: Services, nc: Client) -> None:
+    record, conn, registry = await kill_kernel_and_await(services, nc, "restarting")
 
     async def restarted() -> bool:
         stored = await registry.get_kernel(record.id)
@@ -250,22 +259,9 @@ async def test_killed_kernel_is_restarted(services: Services, nc: Client) -> Non
 async def test_killed_kernel_without_autorestart_is_dead_in_the_registry(
     services: Services, nc: Client
 ) -> None:
-    wid = worker_id()
-    services.worker(
-        {
-            "KERNELBUS_WORKER_ID": wid,
-            "KERNELBUS_WORKER_POLL_INTERVAL": "0.2",
-            "KERNELBUS_WORKER_AUTORESTART": "false",
-        }
+    record, _, registry = await kill_kernel_and_await(
+        services, nc, "dead", {"KERNELBUS_WORKER_AUTORESTART": "false"}
     )
-    record = await start(nc, wid)
-    conn = BusConnection(nc, record.id)
-    await conn.attach()
-    os.kill(record.pid or 0, signal.SIGKILL)
-    await conn.next_matching(
-        lambda m: m.msg_type == "status" and m.content["execution_state"] == "dead"
-    )
-    registry = await registry_of(nc)
 
     async def dead() -> bool:
         stored = await registry.get_kernel(record.id)
