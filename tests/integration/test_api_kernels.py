@@ -199,6 +199,18 @@ async def test_username_is_recorded(api: ApiProcess, registry: Registry) -> None
         assert (await client.delete(f"/api/kernels/{record.id}")).status_code == 204
 
 
+def test_start_body_is_json_whatever_its_content_type(client: httpx.Client) -> None:
+    """`curl -d '{"name":"python3"}'` says application/x-www-form-urlencoded; KG reads JSON."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    created = client.post("/api/kernels", content=b'{"name":"python3"}', headers=form)
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "python3"
+    assert client.delete(f"/api/kernels/{created.json()['id']}").status_code == 204
+    broken = client.post("/api/kernels", content=b"name=python3", headers=form)
+    assert broken.status_code == 400
+    assert broken.json()["message"] == "Invalid JSON in body of request"
+
+
 def test_kernelspecs(client: httpx.Client) -> None:
     listing = client.get("/api/kernelspecs").json()
     assert listing["default"] == "python3"

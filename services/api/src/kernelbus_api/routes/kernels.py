@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from kernelbus_api.auth import require_token
+from kernelbus_api.body import json_body, openapi_body
 from kernelbus_api.deps import KernelIdParam, KernelManager, Settings
 from kernelbus_api.errors import error_response
 from kernelbus_api.models import ErrorModel, KernelModel, StartKernelBody
@@ -38,11 +39,12 @@ async def list_kernels(kernels: KernelManager, settings: Settings) -> Any:
     response_model=KernelModel,
     response_model_exclude_none=True,
     responses=_errors(400, 403, 500, 503),
+    openapi_extra=openapi_body(StartKernelBody),
 )
 async def start_kernel(
     kernels: KernelManager,
     settings: Settings,
-    body: Annotated[StartKernelBody | None, Body()] = None,
+    body: Annotated[StartKernelBody | None, Depends(json_body(StartKernelBody))],
 ) -> JSONResponse:
     """Start a kernel on the least-loaded worker that can run it (201 + Location).
 

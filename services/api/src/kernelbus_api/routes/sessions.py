@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, Response
 
 from kernelbus.errors import NoSuchKernelspec
 from kernelbus_api.auth import require_token
+from kernelbus_api.body import json_body, openapi_body
 from kernelbus_api.deps import UUID_PATTERN, SessionManager, Settings
 from kernelbus_api.errors import error_response
 from kernelbus_api.models import ErrorModel, SessionBody, SessionModel
@@ -39,13 +40,16 @@ async def list_sessions(sessions: SessionManager, settings: Settings) -> Any:
     status_code=201,
     response_model=SessionModel,
     responses=_errors(400, 403, 500, 501, 503),
+    openapi_extra=openapi_body(SessionBody, required=True),
 )
 async def create_session(
-    body: Annotated[SessionBody, Body()], sessions: SessionManager, settings: Settings
+    body: Annotated[SessionBody | None, Depends(json_body(SessionBody))],
+    sessions: SessionManager,
+    settings: Settings,
 ) -> JSONResponse:
     """Create a session (and start its kernel), or return the existing session of the path."""
     try:
-        model = await sessions.create(body)
+        model = await sessions.create(body or SessionBody())
     except NoSuchKernelspec as exc:
         return error_response(501, exc.message)
     location = f"{settings.base_url}api/sessions/{model['id']}"
@@ -62,13 +66,16 @@ async def get_session(session_id: SessionId, sessions: SessionManager) -> Any:
     "/api/sessions/{session_id}",
     response_model=SessionModel,
     responses=_errors(400, 404, 500, 501, 503),
+    openapi_extra=openapi_body(SessionBody, required=True),
 )
 async def update_session(
-    session_id: SessionId, body: Annotated[SessionBody, Body()], sessions: SessionManager
+    session_id: SessionId,
+    body: Annotated[SessionBody | None, Depends(json_body(SessionBody))],
+    sessions: SessionManager,
 ) -> Any:
     """Change a session's path, name, type or kernel (`{"id"}` existing, `{"name"}` new)."""
     try:
-        return JSONResponse(await sessions.update(session_id, body))
+        return JSONResponse(await sessions.update(session_id, body or SessionBody()))
     except NoSuchKernelspec as exc:
         return error_response(501, exc.message)
 
