@@ -67,7 +67,12 @@ def embedded(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, str, 
     out = tmp_path / "out.txt"
     with open(out, "w") as handle:
         process = subprocess.Popen(
-            [str(launcher), "run"], env=env, stdout=handle, stderr=subprocess.STDOUT, text=True
+            [str(launcher), "run"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # a process group of its own, as in a terminal
         )
     try:
         yield process, f"http://127.0.0.1:{port}", token, out
@@ -78,7 +83,7 @@ def embedded(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, str, 
 
 
 def test_run_serves_a_gateway_and_ctrl_c_leaves_nothing(
-    embedded: tuple[subprocess.Popen[str], str, str, Path],
+    embedded: tuple[subprocess.Popen[str], str, str, Path], tmp_path: Path
 ) -> None:
     process, url, token, out = embedded
 
@@ -92,7 +97,9 @@ def test_run_serves_a_gateway_and_ctrl_c_leaves_nothing(
     headers = {"Authorization": f"token {token}"}
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
         assert client.get("/api/kernels", headers={"Authorization": ""}).status_code == 401
-        created = client.post("/api/kernels", json={"name": "python3"})
+        # Exactly what the README shows: curl -d sends a form content type with a JSON body.
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        created = client.post("/api/kernels", content=b'{"name":"python3"}', headers=form)
         assert created.status_code == 201, created.text
         kernel = created.json()
         assert client.get(f"/api/kernels/{kernel['id']}").json()["id"] == kernel["id"]
@@ -102,8 +109,10 @@ def test_run_serves_a_gateway_and_ctrl_c_leaves_nothing(
     kernels = [p for p in descendants if "ipykernel" in command_line(p)]
     assert len(workers) == 1 and len(apis) == 1 and len(kernels) == 1
     assert kernels[0] in children_of(workers[0]) and kernels[0] not in children_of(apis[0])
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
     assert process.wait(60) == 0
+    worker_log = next((tmp_path / "data" / "logs").glob("kernelbus-worker-*.log")).read_text()
+    assert "kernel shut down (worker stopping)" in worker_log  # gracefully, NATS still up
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(alive(p) for p in descendants):
         time.sleep(0.1)

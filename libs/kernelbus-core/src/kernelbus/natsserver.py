@@ -88,6 +88,9 @@ def start(
         stdout=out,
         stderr=subprocess.STDOUT,
         env={**os.environ},
+        # Its own session: a terminal's Ctrl-C goes to the launcher, which stops the services
+        # first (they still need the bus to shut their kernels down) and NATS last.
+        start_new_session=True,
     )
     server = NatsServer(process, port, store_dir, config)
     _wait_listening(server, ready_timeout)
