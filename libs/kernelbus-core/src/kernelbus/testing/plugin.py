@@ -22,6 +22,7 @@ from kernelbus.processes import (
     spawn,
     wait_for,
 )
+from kernelbus.testing import reaper
 
 _ISOLATED = ("HOME", "IPYTHONDIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR")
 _session_root: Path | None = None
@@ -33,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     Set at configure time (not in a fixture) so child processes inherit it too.
     """
     global _session_root
+    reaper.become_subreaper()
     _session_root = Path(tempfile.mkdtemp(prefix="kernelbus-tests-"))
     for name in _ISOLATED:
         path = _session_root / name.lower()
@@ -45,6 +47,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if _session_root is not None:
         kill_orphaned_kernels(_session_root, include_adopted=True)
         shutil.rmtree(_session_root, ignore_errors=True)
+    reaper.kill_new_children(set())  # whatever a session fixture left behind
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Kill, by pid, every process a test started and did not stop, even when it failed.
+
+    Wider-scoped fixtures are set up before this one, so their processes (the session's
+    nats-server, the shared stack) are in the snapshot and live on. As the test process is a
+    child subreaper, a process whose parent died (a service of a SIGKILLed launcher, a kernel
+    of a killed worker) is re-parented here and still found.
+    """
+    before = reaper.children()
+    yield
+    leaked = reaper.kill_new_children(before)
+    if leaked:
+        request.node.add_report_section("teardown", "leaked processes", "\n".join(leaked))
 
 
 @pytest.fixture(scope="session")
