@@ -79,6 +79,7 @@ async def connect(settings: BusSettings, name: str, role: str | None = None) -> 
             inbox_prefix=prefix,
             user=settings.nats_user,
             password=settings.nats_password,
+            tls=settings.nats_tls(),
             connect_timeout=2,
             reconnect_time_wait=0.5,
             max_reconnect_attempts=settings.nats_connect_attempts,
