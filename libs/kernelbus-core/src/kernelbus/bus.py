@@ -107,7 +107,8 @@ async def connect(settings: BusSettings, name: str, role: str | None = None) -> 
 async def _first_of(refused: asyncio.Future[Exception], connecting: Awaitable[Client]) -> Client:
     """The connection, unless `refused` (a TLS failure) resolves first: then raise it."""
     task = asyncio.ensure_future(connecting)
-    await asyncio.wait({task, refused}, return_when=asyncio.FIRST_COMPLETED)
+    pending: set[asyncio.Future[object]] = {task, refused}  # type: ignore[arg-type]
+    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         return task.result()
     task.cancel()
