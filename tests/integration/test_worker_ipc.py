@@ -86,6 +86,8 @@ def test_ipc_kernels_run_restart_and_are_readopted(
         kid = created.json()["id"]
         info: dict[str, Any] = json.loads((short_runtime / f"kernel-{kid}.json").read_text())
         assert info["transport"] == "ipc"
+        connection_file = short_runtime / f"kernel-{kid}.json"
+        assert stat.S_IMODE(connection_file.stat().st_mode) == 0o600  # the HMAC key
         sockets = [Path(f"{info['ip']}-{info[f'{c}_port']}") for c in ("shell", "iopub")]
         for path in sockets:
             mode = path.stat().st_mode

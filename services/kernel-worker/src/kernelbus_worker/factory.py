@@ -141,7 +141,7 @@ class KernelFactory:
             from jupyter_core.paths import jupyter_runtime_dir
 
             path = Path(jupyter_runtime_dir())
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)  # keys, ipc sockets
         return path
 
 
