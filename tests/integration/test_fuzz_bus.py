@@ -1,9 +1,9 @@
 """Fuzzed bus payloads (hypothesis, seeded) on every command subject a service subscribes to
 (kernelbus.subjects): the worker's start / resource / kernel command / attach / input
-subjects and the api's ping. Each request gets an error reply (never `internal`, never a
-crash), and nothing changes: the same kernels exist afterwards and the one kernel still runs
-code through the api. Bounded: `max_examples` per subject, derandomized (same cases on
-every run)."""
+subjects, the api's ping, and the event stream the culler and the events service consume.
+Each request gets an error reply (never `internal`, never a crash), and nothing changes: the
+same kernels exist afterwards and the one kernel still runs code through the api. Bounded:
+`max_examples` per subject, derandomized (same cases on every run)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,25 @@ import json
 import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import nats
+import nats.errors
 import pytest
 from channels_support import open_socket
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
+from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
 
-from kernelbus import natsserver, subjects
+from kernelbus import events, natsserver, subjects
 from kernelbus.chunking import CHUNK_ID, CHUNK_POS
 from kernelbus.messages import AttachConnection, kernel_command_adapter
-from kernelbus.testing.plugin import ApiProcess, Services
+from kernelbus.processes import wait_for
+from kernelbus.testing.plugin import ApiProcess, Services, _http_ok
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -67,6 +71,9 @@ class Target:
     api: ApiProcess
     services: Services
     kernel_id: str
+    samples: dict[str, dict[str, Any]]
+    """A real event envelope per subject seen on the stream (mutated by the event fuzzer)."""
+    events_ready: str
 
     def request(self, subject: str, payload: bytes) -> dict[str, Any]:
         reply = self.loop.run(self.nc.request(subject, payload, timeout=30))
@@ -83,18 +90,63 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     try:
         services.worker({"KERNELBUS_WORKER_ID": WORKER})
         api = services.api({"KERNELBUS_API_INSTANCE": API})
+        events_ready = _event_consumers(services, root)
         with httpx.Client(base_url=api.url, headers=api.headers, timeout=60) as http:
             created = http.post("/api/kernels", json={"name": "python3"})
             assert created.status_code == 201, created.text
         nc = loop.run(nats.connect(server.url))
         try:
-            yield Target(loop, nc, api, services, created.json()["id"])
+            samples = loop.run(_event_samples(nc))
+            yield Target(loop, nc, api, services, created.json()["id"], samples, events_ready)
         finally:
             loop.run(nc.close())
     finally:
         loop.close()
         services.stop_all()
         server.stop()
+
+
+def _event_consumers(services: Services, root: Path) -> str:
+    """The culler and the events service, both consumers of the event stream."""
+    health = natsserver.free_port()
+    culler = services.spawn(
+        "kernelbus-culler",
+        {"KERNELBUS_CULLER_HEALTH_PORT": str(health), "KERNELBUS_CULLER_CULL_INTERVAL": "1"},
+    )
+    port = natsserver.free_port()
+    events_env = {
+        "KERNELBUS_EVENTS_PORT": str(port),
+        "KERNELBUS_EVENTS_DB_PATH": str(root / "events.sqlite"),
+    }
+    events_service = services.spawn("kernelbus-events", events_env)
+    live = f"http://127.0.0.1:{health}/health/live"
+    wait_for(lambda: _http_ok(live), 60, "the culler", culler)
+    ready = f"http://127.0.0.1:{port}/api/health/ready"
+    wait_for(lambda: _http_ok(ready), 60, "the events service", events_service)
+    return ready
+
+
+async def _event_samples(nc: Client) -> dict[str, dict[str, Any]]:
+    """One envelope per event subject stored so far (kernel start, activity, ...)."""
+    js = nc.jetstream(timeout=10)
+    sub = await js.subscribe(
+        f"{subjects.EVENTS_SUBJECT_PREFIX}.>",
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=2)
+            except nats.errors.TimeoutError:
+                break
+            found.setdefault(msg.subject, json.loads(msg.data))
+    finally:
+        await sub.unsubscribe()
+    for schema in (events.KERNEL_ACTIVITY, events.WORKER_STOPPED):
+        found.setdefault(subjects.event_subject(schema), {})
+    return found
 
 
 json_values = st.recursive(
@@ -257,12 +309,40 @@ def test_an_attach_names_the_kernel_of_its_subject(target: Target) -> None:
             assert http.delete(f"/api/kernels/{other}").status_code == 204
 
 
+@FUZZ
+@given(data=st.data())
+def test_event_stream(target: Target, data: st.DataObject) -> None:
+    """Mutated real envelopes and garbage on the event subjects the culler and the events
+    service consume (stored by JetStream first: each one reaches both)."""
+    subject = data.draw(st.sampled_from(sorted(target.samples)), label="subject")
+    base = target.samples[subject]
+    payload = data.draw(
+        st.one_of(
+            st.binary(max_size=1024),
+            json_values.map(lambda v: json.dumps(v).encode()),
+            mutations(base) if base else st.just(b"{}"),
+            st.builds(
+                lambda key, value: json.dumps(
+                    {**base, key: value} | {"__metadata_version__": 1}
+                ).encode(),
+                st.sampled_from(["__schema__", "__timestamp__", "kernel_id", "worker_id"]),
+                json_values,
+            ),
+        ),
+        label="payload",
+    )
+    target.loop.run(target.nc.jetstream(timeout=10).publish(subject, payload))
+
+
 def test_nothing_changed(target: Target) -> None:
     """Runs after the fuzzers (file order): same kernels, the kernel works, nobody crashed."""
     with httpx.Client(base_url=target.api.url, headers=target.api.headers, timeout=60) as http:
         assert [k["id"] for k in http.get("/api/kernels").json()] == [target.kernel_id]
     outputs = asyncio.run(_run(target.api, target.kernel_id, "print(6 * 7)"))
     assert any(m["content"].get("text") == "42\n" for m in outputs), outputs
+    assert _http_ok(target.events_ready)
+    culler = next(p for p in target.services.started if p.name == "kernelbus-culler")
+    assert "skipping invalid event" in culler.log()  # the event fuzz reached the consumers
     for process in target.services.started:
         assert process.alive(), process.log()[-3000:]
         assert "Traceback" not in process.log(), process.log()[-5000:]
