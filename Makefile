@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test install lock readme lint typecheck unit integration bench schemas clean
+.PHONY: run test install lock readme lint typecheck unit integration bench schemas clean fuzz
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -42,6 +42,11 @@ typecheck: install
 
 test: lint typecheck
 	bash scripts/pytest.sh
+
+# The seeded fuzzers alone (also part of `make test`): REST, websocket frames, bus payloads.
+fuzz: install
+	bash scripts/pytest.sh tests/integration/test_fuzz_rest.py \
+		tests/integration/test_fuzz_websocket.py tests/integration/test_fuzz_bus.py
 
 bench: install
 	$(VENV)/bin/python bench/roundtrip.py

@@ -3,8 +3,11 @@ and the JetStream streams and KV buckets every service expects to exist."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -62,9 +65,14 @@ async def connect(settings: BusSettings, name: str, role: str | None = None) -> 
     (`inbox_prefix`); without it replies use the shared `_INBOX`.
     """
     prefix = inbox_prefix(role)
+    tls_refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
+        # nats-py retries a failed TLS handshake with a half-closed transport and hangs:
+        # a certificate problem is not transient, so the first attempt ends the connect.
+        if isinstance(exc, ssl.SSLError) and not tls_refused.done():
+            tls_refused.set_result(exc)
 
     async def on_disconnected() -> None:
         log.warning("disconnected from nats")
@@ -73,23 +81,40 @@ async def connect(settings: BusSettings, name: str, role: str | None = None) -> 
         log.info("reconnected to nats")
 
     try:
-        nc = await nats.connect(
-            servers=[u.strip() for u in settings.nats_url.split(",")],
-            name=name,
-            inbox_prefix=prefix,
-            user=settings.nats_user,
-            password=settings.nats_password,
-            connect_timeout=2,
-            reconnect_time_wait=0.5,
-            max_reconnect_attempts=settings.nats_connect_attempts,
-            error_cb=on_error,
-            disconnected_cb=on_disconnected,
-            reconnected_cb=on_reconnected,
+        nc = await _first_of(
+            tls_refused,
+            nats.connect(
+                servers=[u.strip() for u in settings.nats_url.split(",")],
+                name=name,
+                inbox_prefix=prefix,
+                user=settings.nats_user,
+                password=settings.nats_password,
+                tls=settings.nats_tls(),
+                connect_timeout=2,
+                reconnect_time_wait=0.5,
+                max_reconnect_attempts=settings.nats_connect_attempts,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+            ),
         )
     except (nats.errors.NoServersError, OSError) as exc:
         raise ConnectionError(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
     nc.options["max_reconnect_attempts"] = -1
     return nc
+
+
+async def _first_of(refused: asyncio.Future[Exception], connecting: Awaitable[Client]) -> Client:
+    """The connection, unless `refused` (a TLS failure) resolves first: then raise it."""
+    task = asyncio.ensure_future(connecting)
+    pending: set[asyncio.Future[object]] = {task, refused}  # type: ignore[arg-type]
+    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    raise refused.result()
 
 
 async def close(nc: Client) -> None:

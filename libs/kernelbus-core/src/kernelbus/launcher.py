@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from kernelbus import natsserver
+from kernelbus import natsauth, natsserver
 from kernelbus.processes import (
     ServiceProcess,
     entry_point,
@@ -56,9 +56,12 @@ def run() -> int:
     children: dict[str, ServiceProcess] = {}
     try:
         nats_port = int(os.environ.get("KERNELBUS_NATS_PORT", "0")) or None
-        nats = natsserver.start(data_dir / "nats", nats_port, log_file=logs / "nats-server.log")
+        creds, secured = natsauth.server_config(data_dir / "nats")  # no anonymous bus
+        nats = natsserver.start(
+            data_dir / "nats", nats_port, secured, log_file=logs / "nats-server.log"
+        )
         env = {
-            "NATS_URL": nats.url,
+            "NATS_URL": natsauth.client_url(nats.url),
             "KERNELBUS_PORT": str(port),
             "KERNELBUS_IP": "127.0.0.1",
             "KERNELBUS_AUTH_TOKEN": token,
@@ -70,12 +73,13 @@ def run() -> int:
             "KERNELBUS_WORKER_POOL": os.environ.get("KERNELBUS_WORKER_POOL", "python3=1"),
         }
         for name in SERVICES:
-            children[name] = spawn(name, entry_point(name), env, logs)
+            children[name] = spawn(name, entry_point(name), {**env, **creds.env_for(name)}, logs)
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _ready(url), 60, "the api to become ready", children["kernelbus-api"])
         print(f"Kernelbus is running at {url}/api", flush=True)
         print(f"  token: {token}", flush=True)
-        print(f"  nats:  {nats.url}  (events: subscribe to kb.events.>)", flush=True)
+        print(f"  nats:  {natsauth.client_url(nats.url)}  (events: subscribe to kb.events.>)")
+        print(f"         {natsauth.consumer_hint(creds)}", flush=True)
         print(f"  logs:  {logs}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         return _supervise(children)

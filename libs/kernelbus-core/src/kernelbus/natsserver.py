@@ -58,6 +58,9 @@ MAX_PAYLOAD = 8 * 1024 * 1024
 
 def write_config(store_dir: Path, port: int, extra: str = "") -> Path:
     config = store_dir / "nats-server.conf"
+    # 0600: the configuration may hold the users' passwords (kernelbus.natsauth).
+    config.touch(mode=0o600, exist_ok=True)
+    config.chmod(0o600)
     config.write_text(
         f"""listen: 127.0.0.1:{port}
 max_payload: {MAX_PAYLOAD}

@@ -3,7 +3,9 @@ own env prefix (`KERNELBUS_API_`, `KERNELBUS_WORKER_`, ...); `NATS_URL` is read 
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, field_validator
+import ssl
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +24,21 @@ class BusSettings(BaseSettings):
     )
     nats_password: str | None = Field(
         default=None, validation_alias="NATS_PASSWORD", description="Password of NATS_USER."
+    )
+    nats_tls_ca: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATS_TLS_CA", "KERNELBUS_NATS_TLS_CA"),
+        description="CA file (PEM) that verifies the NATS server; enables TLS.",
+    )
+    nats_tls_cert: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATS_TLS_CERT", "KERNELBUS_NATS_TLS_CERT"),
+        description="Client certificate (PEM) for NATS servers that require one.",
+    )
+    nats_tls_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATS_TLS_KEY", "KERNELBUS_NATS_TLS_KEY"),
+        description="Private key (PEM) of NATS_TLS_CERT.",
     )
     nats_connect_attempts: int = Field(
         default=30,
@@ -42,6 +59,21 @@ class BusSettings(BaseSettings):
         pattern="^(DEBUG|INFO|WARNING|ERROR)$",
         description="DEBUG, INFO, WARNING or ERROR.",
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> BusSettings:
+        if bool(self.nats_tls_cert) != bool(self.nats_tls_key):
+            raise ValueError("NATS_TLS_CERT and NATS_TLS_KEY go together")
+        return self
+
+    def nats_tls(self) -> ssl.SSLContext | None:
+        """The TLS context of NATS connections; None without NATS_TLS_CA or a tls:// URL."""
+        if not self.nats_tls_ca and "tls://" not in self.nats_url:
+            return None
+        context = ssl.create_default_context(cafile=self.nats_tls_ca)
+        if self.nats_tls_cert and self.nats_tls_key:
+            context.load_cert_chain(self.nats_tls_cert, self.nats_tls_key)
+        return context
 
     @field_validator("nats_url")
     @classmethod

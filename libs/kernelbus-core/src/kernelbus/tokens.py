@@ -19,6 +19,16 @@ def token_ok(expected: str, authorization: str | None, query_token: str | None) 
     return hmac.compare_digest(offered.encode(), expected.encode())
 
 
+def offered(authorization: str | None, query_token: str | None) -> str | None:
+    """The token a request carries (`?token=` first, as in KG), if any."""
+    return query_token or _from_header(authorization)
+
+
+def matches(offered_token: str, expected: str) -> bool:
+    """Constant-time comparison of two tokens."""
+    return hmac.compare_digest(offered_token.encode(), expected.encode())
+
+
 def _from_header(authorization: str | None) -> str | None:
     if not authorization:
         return None

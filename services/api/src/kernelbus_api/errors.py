@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kernelbus.errors import KernelbusError
+from kernelbus_api.authorization import NotAuthorized
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,12 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, message, headers=exc.headers)
 
 
+async def _not_authorized(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, NotAuthorized)
+    # EG answers its authorization refusals with the text as the reason.
+    return error_response(403, exc.message, reason=exc.message)
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
@@ -96,5 +103,6 @@ def install(app: FastAPI) -> None:
     """Register the handlers; the only place HTTP statuses of errors are decided."""
     app.add_exception_handler(KernelbusError, _domain)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(NotAuthorized, _not_authorized)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(Exception, _unexpected)

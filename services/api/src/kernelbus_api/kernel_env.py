@@ -7,15 +7,24 @@ the final process environment; the api only filters and validates.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernelbus.errors import BadRequest
+from kernelbus.kernelenv import (
+    MAX_VALUE_LENGTH,
+    NEVER_FROM_CLIENTS,
+    check_request_env,
+    check_value,
+)
 
-MAX_VALUE_LENGTH = 4096
-_PROHIBITED = re.compile(r"[$`\r\n\x00]")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+__all__ = [
+    "MAX_VALUE_LENGTH",
+    "KernelEnv",
+    "check_value",
+    "filter_env",
+    "kernel_env",
+    "launch_timeout",
+]
 
 
 @dataclass(frozen=True)
@@ -28,24 +37,14 @@ class KernelEnv:
 
 def filter_env(env: dict[str, Any] | None, allowed: frozenset[str]) -> dict[str, str]:
     """The request variables a kernel may receive, each value checked."""
-    kept: dict[str, str] = {}
+    kept: dict[str, Any] = {}
     for key, value in (env or {}).items():
         if not (key.startswith("KERNEL_") or "*" in allowed or key in allowed):
             continue
-        kept[key] = check_value(key, value)
-    return kept
-
-
-def check_value(key: str, value: Any) -> str:
-    if not _NAME.match(key):
-        raise BadRequest(f"Environment variable name {key[:64]!r} is not a valid name")
-    if not isinstance(value, str):
-        raise BadRequest(f"Environment variable '{key}' value must be a string")
-    if len(value) > MAX_VALUE_LENGTH:
-        raise BadRequest(f"Environment variable '{key}' value exceeds maximum length")
-    if _PROHIBITED.search(value):
-        raise BadRequest(f"Environment variable '{key}' value contains prohibited characters")
-    return value
+        if key in NEVER_FROM_CLIENTS:  # the gateway's own secrets and loader hooks: dropped
+            continue
+        kept[key] = value
+    return check_request_env(kept)
 
 
 def launch_timeout(env: dict[str, str], default: float) -> float:

@@ -28,7 +28,9 @@ from kernelbus.messages import (
 )
 from kernelbus.models import KernelRecord
 from kernelbus.registry import Registry
+from kernelbus_api import kernelspecs
 from kernelbus_api.admission import Admission
+from kernelbus_api.authorization import authorize, bind_username
 from kernelbus_api.kernel_env import kernel_env
 from kernelbus_api.models import StartKernelBody
 from kernelbus_api.placement import choose_worker
@@ -61,12 +63,20 @@ class Kernels:
             raise NoSuchKernel(f"Kernel does not exist: {kernel_id}")
         return record
 
-    async def start(self, body: StartKernelBody) -> KernelRecord:
-        """Start (or, for a known `kernel_id`, return) a kernel; see PROTOCOLS §1.5."""
+    async def start(self, body: StartKernelBody, user: str | None = None) -> KernelRecord:
+        """Start (or, for a known `kernel_id`, return) a kernel; see PROTOCOLS §1.5.
+
+        `user`: the user the request's token is bound to (`kernelbus_api.authorization`).
+        """
+        if user is not None:
+            body = body.model_copy(update={"env": bind_username(body.env, user)})
         if body.kernel_id and (existing := await self.registry.get_kernel(body.kernel_id)):
             return existing
         command = self._start_command(body)
-        worker = choose_worker(await self.registry.live_workers(), command.kernel_name)
+        workers = await self.registry.live_workers()
+        spec = kernelspecs.union(workers).get(command.kernel_name)
+        authorize(self.settings, spec, command.username)  # before placement, as EG
+        worker = choose_worker(workers, command.kernel_name)
         timeout = command.launch_timeout + _REPLY_PAD
         async with self.admission.reserve(command.kernel_id, command.username, timeout):
             reply = await self._send_start(worker.worker_id, command, timeout)

@@ -41,13 +41,13 @@ class Sessions:
     kv: KeyValue
     kernels: Kernels
 
-    async def create(self, body: SessionBody) -> dict[str, Any]:
+    async def create(self, body: SessionBody, user: str | None = None) -> dict[str, Any]:
         """The session of `body.path`, created (with a kernel) unless it exists already."""
         path, mtype, name = _required(body)
         for record in await self._records():
             if record.path == path:
                 return await self.model(record)
-        kernel_id = await self._kernel_for(body)
+        kernel_id = await self._kernel_for(body, user)
         record = SessionRecord(
             id=str(uuid.uuid4()), path=path, name=name, type=mtype, kernel_id=kernel_id
         )
@@ -67,12 +67,14 @@ class Sessions:
                 models.append(await self.model(record))
         return models
 
-    async def update(self, session_id: str, body: SessionBody) -> dict[str, Any]:
+    async def update(
+        self, session_id: str, body: SessionBody, user: str | None = None
+    ) -> dict[str, Any]:
         """Change path, name, type or kernel; a replaced kernel no session uses is shut down."""
         record = await self.get(session_id)
         changes = body.model_dump(exclude_unset=True, exclude={"kernel", "notebook"})
         if body.kernel is not None:
-            changes["kernel_id"] = await self._kernel_for(body)
+            changes["kernel_id"] = await self._kernel_for(body, user)
         updated = record.model_copy(update={k: v for k, v in changes.items() if v is not None})
         await self.kv.put(updated.id, updated.model_dump_json().encode())
         if updated.kernel_id != record.kernel_id:
@@ -102,7 +104,7 @@ class Sessions:
             model["notebook"] = {"path": record.path, "name": record.name}
         return model
 
-    async def _kernel_for(self, body: SessionBody) -> str:
+    async def _kernel_for(self, body: SessionBody, user: str | None = None) -> str:
         kernel = body.kernel or {}
         kernel_id, kernel_name = kernel.get("id"), kernel.get("name")
         if kernel_id:
@@ -111,7 +113,7 @@ class Sessions:
             except NoSuchKernel as exc:
                 raise BadRequest(f"No such kernel: {kernel_id}") from exc
         start = StartKernelBody.model_validate({"name": kernel_name})
-        return (await self.kernels.start(start)).id
+        return (await self.kernels.start(start, user)).id
 
     async def _shutdown_if_unused(self, kernel_id: str) -> None:
         if any(r.kernel_id == kernel_id for r in await self._records()):

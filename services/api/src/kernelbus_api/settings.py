@@ -55,6 +55,22 @@ class ApiSettings(BusSettings):
     max_kernels_per_user: int | None = Field(
         default=None, ge=1, description="Kernels allowed per KERNEL_USERNAME (unset: no limit)."
     )
+    authorized_users: str = Field(
+        default="",
+        description="Comma list of KERNEL_USERNAMEs allowed to start kernels (empty: any); a "
+        "kernelspec's process_proxy.config.authorized_users replaces it.",
+    )
+    unauthorized_users: str = Field(
+        default="root",
+        description="Comma list of KERNEL_USERNAMEs refused (403), plus each kernelspec's "
+        "process_proxy.config.unauthorized_users.",
+    )
+    user_tokens: dict[str, str] = Field(
+        default={},
+        repr=False,
+        description='JSON `{"<token>": "<user>"}`: each token also authenticates, and binds '
+        "KERNEL_USERNAME to its user (filled in; another name is 403).",
+    )
     list_kernels: bool = Field(default=True, description="Serve GET /api/kernels (off: 403).")
     default_kernel_name: str = Field(default="python3", description="Kernel started by default.")
     force_kernel_name: str = Field(default="", description="Kernel started whatever is asked.")
@@ -88,6 +104,15 @@ class ApiSettings(BusSettings):
     def _header_list(cls, value: str) -> str:
         if not _HEADER_LIST.match(value):
             raise ValueError("must be a comma list of header or method names")
+        return value
+
+    @field_validator("user_tokens")
+    @classmethod
+    def _user_tokens(cls, value: dict[str, str]) -> dict[str, str]:
+        for token, user in value.items():
+            if len(token) < 16 or not user.strip():
+                # Never echo a token: name the user only.
+                raise ValueError(f"user_tokens: {user!r} needs a token of 16+ characters")
         return value
 
     @field_validator("allow_origin")

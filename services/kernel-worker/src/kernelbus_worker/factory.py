@@ -22,6 +22,9 @@ from kernelbus_worker.kernelspecs import Catalog
 from kernelbus_worker.outbox import Outbox
 from kernelbus_worker.settings import WorkerSettings
 
+IPC_PATH_MAX = 107
+"""Longest Unix socket path (sun_path) Linux accepts."""
+
 
 class KernelFactory:
     def __init__(self, settings: WorkerSettings, catalog: Catalog, outbox: Outbox) -> None:
@@ -29,6 +32,13 @@ class KernelFactory:
         self.catalog = catalog
         self.outbox = outbox
         self.context = zmq.asyncio.Context()
+        if settings.kernel_transport == "ipc":
+            longest = self._runtime_dir() / f"kernel-{'x' * 36}-ipc-99999"
+            if len(str(longest)) > IPC_PATH_MAX:
+                raise ValueError(
+                    f"KERNELBUS_WORKER_RUNTIME_DIR {self._runtime_dir()} is too long for ipc "
+                    f"sockets (paths of at most {IPC_PATH_MAX} bytes): choose a shorter one"
+                )
 
     def new(self, record: KernelRecord) -> ManagedKernel:
         """A kernel object for `record`, its manager set up but no process started."""
@@ -38,6 +48,8 @@ class KernelFactory:
             kernel_spec_manager=self.catalog.manager,
             shutdown_wait_time=self.settings.shutdown_wait,
             connection_file=str(self._runtime_dir() / f"kernel-{record.id}.json"),
+            # ipc: sockets `<runtime dir>/kernel-<id>-ipc-<n>` (jupyter_client's naming).
+            transport=self.settings.kernel_transport,
         )
         km.kernel_id = record.id
         spec_env = dict(spec.env or {})
@@ -129,7 +141,7 @@ class KernelFactory:
             from jupyter_core.paths import jupyter_runtime_dir
 
             path = Path(jupyter_runtime_dir())
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)  # keys, ipc sockets
         return path
 
 

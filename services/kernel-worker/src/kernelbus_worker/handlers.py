@@ -17,6 +17,7 @@ from nats.aio.subscription import Subscription
 
 from kernelbus import bus, chunking, subjects
 from kernelbus.errors import BadRequest
+from kernelbus.kernelenv import check_request_env, check_value
 from kernelbus.messages import (
     AttachConnection,
     GetResource,
@@ -104,6 +105,7 @@ class Handlers:
     # --- handlers -------------------------------------------------------------------------
 
     async def _start(self, command: StartKernel, msg: Msg) -> KernelReply:
+        revalidate_start(command)
         return KernelReply(kernel=await self.supervisor.start(command))
 
     async def _resource(self, command: GetResource, msg: Msg) -> KernelReply:
@@ -123,6 +125,8 @@ class Handlers:
         return KernelReply(kernel=record)
 
     async def _attach(self, command: AttachConnection, msg: Msg) -> KernelReply:
+        if msg.subject != subjects.kernel_attach(command.kernel_id):
+            raise BadRequest("kernel_id does not match the subject")
         kernel = self.supervisor.get(command.kernel_id)
         if command.command == "detach":
             kernel.detach(command.conn_id)
@@ -163,3 +167,13 @@ class Handlers:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def revalidate_start(command: StartKernel) -> None:
+    """Check a start as the api does before anything runs: whoever can publish on the bus is
+    not trusted to have gone through the api (`kernelbus.kernelenv`)."""
+    check_request_env(command.env)
+    if command.username is not None:
+        check_value("KERNEL_USERNAME", command.username)
+    if command.working_dir is not None:
+        check_value("KERNEL_WORKING_DIR", command.working_dir)

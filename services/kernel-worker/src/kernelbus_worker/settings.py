@@ -100,6 +100,12 @@ class WorkerSettings(BusSettings):
     use_kernel_working_dir: bool = Field(
         default=True, description="Start kernels in KERNEL_WORKING_DIR when it exists on this host."
     )
+    kernel_transport: str = Field(
+        default="tcp",
+        pattern="^(tcp|ipc)$",
+        description="ZMQ transport of new kernels: `tcp` (loopback ports any local user can "
+        "reach) or `ipc` (Unix sockets in the runtime dir, private to the worker's user).",
+    )
     runtime_dir: str = Field(
         default="", description="Where connection files go (default: Jupyter's)."
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
-from kernelbus_api.auth import require_token
+from kernelbus_api.auth import bound_user, require_token
 from kernelbus_api.body import json_body, openapi_body
 from kernelbus_api.deps import KernelIdParam, KernelManager, Settings
 from kernelbus_api.errors import error_response
@@ -45,12 +45,13 @@ async def start_kernel(
     kernels: KernelManager,
     settings: Settings,
     body: Annotated[StartKernelBody | None, Depends(json_body(StartKernelBody))],
+    user: Annotated[str | None, Depends(bound_user)],
 ) -> JSONResponse:
     """Start a kernel on the least-loaded worker that can run it (201 + Location).
 
     A `kernel_id` that already exists answers 201 with that kernel and starts nothing.
     """
-    record = await kernels.start(body or StartKernelBody())
+    record = await kernels.start(body or StartKernelBody(), user)
     model = await kernels.model(record)
     location = f"{settings.base_url}api/kernels/{record.id}"
     return JSONResponse(model, status_code=201, headers={"Location": location})

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, Response
 
 from kernelbus.errors import NoSuchKernelspec
-from kernelbus_api.auth import require_token
+from kernelbus_api.auth import bound_user, require_token
 from kernelbus_api.body import json_body, openapi_body
 from kernelbus_api.deps import UUID_PATTERN, SessionManager, Settings
 from kernelbus_api.errors import error_response
@@ -46,10 +46,11 @@ async def create_session(
     body: Annotated[SessionBody | None, Depends(json_body(SessionBody))],
     sessions: SessionManager,
     settings: Settings,
+    user: Annotated[str | None, Depends(bound_user)],
 ) -> JSONResponse:
     """Create a session (and start its kernel), or return the existing session of the path."""
     try:
-        model = await sessions.create(body or SessionBody())
+        model = await sessions.create(body or SessionBody(), user)
     except NoSuchKernelspec as exc:
         return error_response(501, exc.message)
     location = f"{settings.base_url}api/sessions/{model['id']}"
@@ -65,17 +66,18 @@ async def get_session(session_id: SessionId, sessions: SessionManager) -> Any:
 @router.patch(
     "/api/sessions/{session_id}",
     response_model=SessionModel,
-    responses=_errors(400, 404, 500, 501, 503),
+    responses=_errors(400, 403, 404, 500, 501, 503),
     openapi_extra=openapi_body(SessionBody, required=True),
 )
 async def update_session(
     session_id: SessionId,
     body: Annotated[SessionBody | None, Depends(json_body(SessionBody))],
     sessions: SessionManager,
+    user: Annotated[str | None, Depends(bound_user)],
 ) -> Any:
     """Change a session's path, name, type or kernel (`{"id"}` existing, `{"name"}` new)."""
     try:
-        return JSONResponse(await sessions.update(session_id, body or SessionBody()))
+        return JSONResponse(await sessions.update(session_id, body or SessionBody(), user))
     except NoSuchKernelspec as exc:
         return error_response(501, exc.message)
 
