@@ -46,7 +46,18 @@ class WorkerSettings(BusSettings):
     )
     autorestart: bool = Field(default=True, description="Restart a kernel that died on its own.")
     restart_limit: int = Field(
-        default=5, ge=0, le=100, description="Automatic restarts before `dead`."
+        default=5,
+        ge=0,
+        le=100,
+        description="Consecutive automatic restarts before `dead` (the count starts again "
+        "once a kernel stayed up `stable_start_time`).",
+    )
+    stable_start_time: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a kernel must stay up after an automatic restart before its "
+        "restart count resets (as jupyter_client's `KernelRestarter.stable_start_time`).",
     )
     activity_write_interval: float = Field(
         default=0.5, gt=0, le=60, description="Least seconds between registry writes of activity."
