@@ -33,6 +33,12 @@ class ApiSettings(BusSettings):
         default="",
         description="`*`, or a comma list of origins allowed besides the api's own host.",
     )
+    trusted_proxies: str = Field(
+        default="",
+        pattern=r"^[0-9A-Fa-f.:, *]*$",
+        description="Comma list of reverse-proxy IP addresses (or `*`) whose X-Forwarded-Host "
+        "is taken as the request's host in the origin check (empty: Host only).",
+    )
     allow_credentials: str = Field(
         default="", pattern="^(|true|false)$", description="Access-Control-Allow-Credentials."
     )

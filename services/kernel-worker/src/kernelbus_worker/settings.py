@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from kernelbus.settings import BusSettings
+from kernelbus_worker.activity import DEFAULT_UNTRACKED
 from kernelbus_worker.poolsizes import parse_pool_sizes
 
 DEFAULT_INHERITED_ENV = (
@@ -109,7 +110,16 @@ class WorkerSettings(BusSettings):
         description="Warm pool: pre-started kernels per kernelspec, `python3=2,r=1` (Python only).",
     )
     use_kernel_working_dir: bool = Field(
-        default=True, description="Start kernels in KERNEL_WORKING_DIR when it exists on this host."
+        default=False,
+        description="Start kernels in the client's KERNEL_WORKING_DIR when it exists on this "
+        "host (off by default: jupyter_server always sends its own notebook directory, which "
+        "on a worker host may exist and mean something else).",
+    )
+    untracked_message_types: str = Field(
+        default=",".join(DEFAULT_UNTRACKED),
+        pattern=r"^[A-Za-z0-9_, ]*$",
+        description="Comma list of message types that never count as kernel activity nor set "
+        "its execution state (jupyter_server's `untracked_message_types`).",
     )
     runtime_dir: str = Field(
         default="", description="Where connection files go (default: Jupyter's)."
@@ -126,6 +136,9 @@ class WorkerSettings(BusSettings):
             if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
                 raise ValueError(f"not a valid name: {name!r}")
         return value
+
+    def untracked_types(self) -> frozenset[str]:
+        return frozenset(_split(self.untracked_message_types))
 
     @field_validator("pool")
     @classmethod

@@ -24,7 +24,7 @@ from kernelbus.framing import V1_PROTOCOL
 from kernelbus.models import KernelRecord
 from kernelbus_api.auth import token_ok
 from kernelbus_api.errors import error_response, status_for
-from kernelbus_api.origin import origin_allowed
+from kernelbus_api.origin import origin_allowed, request_host
 from kernelbus_api.state import AppState
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,9 @@ async def check(websocket: WebSocket, state: AppState, kernel_id: str) -> Respon
     query = websocket.query_params
     if not token_ok(state.settings, websocket.headers.get("authorization"), query.get("token")):
         return error_response(401, "Unauthorized: invalid or missing token")
-    if not origin_allowed(
-        state.settings, websocket.headers.get("origin"), websocket.headers.get("host")
-    ):
+    peer = websocket.client.host if websocket.client else None
+    host = request_host(state.settings, websocket.headers, peer)
+    if not origin_allowed(state.settings, websocket.headers.get("origin"), host):
         return PlainTextResponse("Cross origin websockets not allowed", status_code=403)
     try:
         subjects.kernel_iopub(kernel_id)
