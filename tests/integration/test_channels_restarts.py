@@ -8,7 +8,15 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from channels_support import KernelSocket, Msg, execute, open_socket, request, start_kernel
+from channels_support import (
+    KernelSocket,
+    Msg,
+    execute,
+    kernel_call,
+    open_socket,
+    request,
+    start_kernel,
+)
 from websockets.exceptions import InvalidStatus
 
 from kernelbus.processes import wait_for
@@ -84,6 +92,9 @@ async def test_a_kernel_that_crashes_repeatedly_and_clients_that_reconnect_at_on
     # handshake waits for the restart instead of connecting to a kernel that is not there).
     info_on_old = asyncio.create_task(_kernel_info(first))
     second = await open_socket(api, kernel_id, session_id=uuid.uuid4().hex)
+    # The handshake returned only once the restart was over.
+    model = (await kernel_call(api, "GET", f"/api/kernels/{kernel_id}")).json()
+    assert model["execution_state"] != "restarting", model
     reply = await _kernel_info(second)
     assert reply["content"]["status"] == "ok"
     assert (await info_on_old)["content"]["status"] == "ok"
