@@ -1,9 +1,9 @@
 """JupyterLab in a real headless Chromium, with `--gateway-url` at a real Kernelbus, used as a
 person would: new notebook → Idle, execute, streaming output, `input()`, interrupt, restart, an
-ipywidgets Image (binary buffers, through kernelbus_jupyter's relay), shutdown from the Running
-panel. Debian's chromium and chromium-driver are installed by scripts/install-browser.sh when
-missing; a failing step leaves a screenshot and the page source in $KERNELBUS_ARTIFACTS_DIR
-(default .artifacts/browser) for CI to keep."""
+ipywidgets Image (binary buffers, through kernelbus_jupyter's relay), a kernel that crashes
+(automatic restart), shutdown from the Running panel. Debian's chromium and chromium-driver
+are installed by scripts/install-browser.sh when missing; a failing step leaves a screenshot
+and the page source in $KERNELBUS_ARTIFACTS_DIR (default .artifacts/browser) for CI to keep."""
 
 from __future__ import annotations
 
@@ -321,6 +321,17 @@ def test_a_notebook_session_in_jupyterlab_through_kernelbus(
     page.until("the output around the widget", lambda: "after the widget" in page.output_of(5))
     page.run_cell("print('still', 'alive')")
     page.until("a later cell", lambda: "still alive" in page.output_of(6))
+
+    page.step = "a kernel that crashes"
+    page.run_cell("print('going down', flush=True)\nimport os, time\ntime.sleep(0.3)\nos._exit(1)")
+    # JupyterLab announces the automatic restart Kernelbus performs ("Kernel Restarting").
+    dialog = page.find(".jp-Dialog-content")
+    assert "restart" in dialog.text.lower(), dialog.text
+    page.find(".jp-Dialog-button.jp-mod-accept").click()
+    page.until("the crashed cell's output", lambda: "going down" in page.output_of(7))
+    page.wait_status("idle")
+    page.run_cell("print('back', 'again')")
+    page.until("a cell after the crash", lambda: "back again" in page.output_of(8))
 
     page.step = "shutdown from the Running panel"
     page.find('.jp-SideBar [data-id="jp-running-sessions"]').click()
