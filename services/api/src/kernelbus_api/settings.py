@@ -65,7 +65,11 @@ class ApiSettings(BusSettings):
     default_kernel_name: str = Field(default="python3", description="Kernel started by default.")
     force_kernel_name: str = Field(default="", description="Kernel started whatever is asked.")
     kernel_info_timeout: float = Field(
-        default=60.0, gt=0, le=3600, description="Seconds a restart may wait for kernel_info."
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a restart may wait for kernel_info (and a websocket handshake for "
+        "a kernel that is restarting).",
     )
     launch_timeout: float = Field(
         default=40.0,
