@@ -59,7 +59,9 @@ class Gateway:
         return httpx.AsyncClient(base_url=self.api.url, headers=self.api.headers, timeout=60)
 
 
-def _jupyter_server_command(api: ApiProcess, port: int, root: Path) -> list[str]:
+def _jupyter_server_command(
+    api: ApiProcess, port: int, root: Path, extra: tuple[str, ...] = ()
+) -> list[str]:
     return [
         str(Path(sys.executable).parent / "jupyter-server"),
         f"--GatewayClient.url={api.url}",
@@ -70,6 +72,7 @@ def _jupyter_server_command(api: ApiProcess, port: int, root: Path) -> list[str]
         f"--IdentityProvider.token={JS_TOKEN}",
         "--ServerApp.open_browser=False",
         "--ServerApp.allow_root=True",  # CI containers often run as root
+        *extra,
     ]
 
 
@@ -81,7 +84,7 @@ def _status_ok(url: str) -> bool:
     return response.status_code == 200
 
 
-def _start_gateway(services: Services, tmp: Path) -> Gateway:
+def _start_gateway(services: Services, tmp: Path, extra: tuple[str, ...] = ()) -> Gateway:
     """A worker, an api, and a stock jupyter_server pointed at that api (own port and token)."""
     worker = services.worker()
     api = services.api(token=API_TOKEN)
@@ -89,7 +92,9 @@ def _start_gateway(services: Services, tmp: Path) -> Gateway:
     root = tmp / "root"
     root.mkdir()
     env = {"JUPYTER_GATEWAY_AUTH_TOKEN": api.token}
-    server = spawn("jupyter-server", _jupyter_server_command(api, port, root), env, tmp / "logs")
+    server = spawn(
+        "jupyter-server", _jupyter_server_command(api, port, root, extra), env, tmp / "logs"
+    )
     services.started.append(server)  # stopped by pid with the rest
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: _status_ok(url), 60, "jupyter server", server)

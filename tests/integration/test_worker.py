@@ -459,7 +459,13 @@ async def test_warm_pool_hands_out_a_ready_kernel_with_the_requested_env(
     services: Services, nc: Client, tmp_path: Path
 ) -> None:
     wid = worker_id()
-    services.worker({"KERNELBUS_WORKER_ID": wid, "KERNELBUS_WORKER_POOL": "python3=1"})
+    services.worker(
+        {
+            "KERNELBUS_WORKER_ID": wid,
+            "KERNELBUS_WORKER_POOL": "python3=1",
+            "KERNELBUS_WORKER_USE_KERNEL_WORKING_DIR": "true",
+        }
+    )
     registry = await registry_of(nc)
 
     async def pooled(count: int) -> bool:

@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from kernelbus import bus, subjects
+from kernelbus.events import EventPublisher
 from kernelbus.registry import Registry
 from kernelbus_api import errors, metrics, openapi
 from kernelbus_api.admission import Admission
@@ -46,13 +47,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
             max_kernels=settings.max_kernels,
             max_per_user=settings.max_kernels_per_user,
         )
-        kernel_manager = Kernels(settings, nc, registry, admission)
+        publisher = await EventPublisher.open(js, source=f"api/{settings.api_instance}")
+        kernel_manager = Kernels(settings, nc, registry, admission, publisher)
         session_manager = Sessions(await js.key_value(subjects.SESSIONS_BUCKET), kernel_manager)
         app.state.kb = AppState(settings, nc, js, registry, kernel_manager, session_manager)
         await answer_pings(nc, settings.api_instance)
         try:
             yield
         finally:
+            await publisher.close(timeout=2)
             await bus.close(nc)
 
     prefix = settings.prefix

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kernelbus_api.errors import error_response
-from kernelbus_api.origin import origin_allowed
+from kernelbus_api.origin import origin_allowed, request_host
 from kernelbus_api.settings import ApiSettings
 
 
@@ -49,7 +49,9 @@ class CorsMiddleware:
         request_headers = Headers(scope=scope)
         origin = request_headers.get("origin")
         extra = cors_headers(self.settings, origin)
-        if not origin_allowed(self.settings, origin, request_headers.get("host")):
+        client = scope.get("client")
+        host = request_host(self.settings, request_headers, client[0] if client else None)
+        if not origin_allowed(self.settings, origin, host):
             message = f"Blocking cross origin API request from {origin}"
             await error_response(403, message)(scope, receive, send)
             return

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client
 
-from kernelbus import bus, subjects
+from kernelbus import bus, events, subjects
 from kernelbus.errors import (
     BusTimeout,
     InternalError,
@@ -18,6 +19,7 @@ from kernelbus.errors import (
     NoSuchKernel,
     NoWorkerAvailable,
 )
+from kernelbus.events import EventPublisher
 from kernelbus.messages import (
     InterruptKernel,
     KernelReply,
@@ -31,6 +33,7 @@ from kernelbus.registry import Registry
 from kernelbus_api import kernelspecs
 from kernelbus_api.admission import Admission
 from kernelbus_api.authorization import authorize, bind_username
+from kernelbus_api.errors import status_for
 from kernelbus_api.kernel_env import kernel_env
 from kernelbus_api.models import StartKernelBody
 from kernelbus_api.placement import choose_worker
@@ -48,6 +51,8 @@ class Kernels:
     nc: Client
     registry: Registry
     admission: Admission
+    events: EventPublisher | None = None
+    """Where failed lifecycle actions are reported as `kernel_actions` error events."""
 
     async def model(self, record: KernelRecord) -> dict[str, Any]:
         return record.jupyter_model(await self.registry.connections_of(record.id))
@@ -72,17 +77,58 @@ class Kernels:
             body = body.model_copy(update={"env": bind_username(body.env, user)})
         if body.kernel_id and (existing := await self.registry.get_kernel(body.kernel_id)):
             return existing
-        command = self._start_command(body)
-        workers = await self.registry.live_workers()
-        spec = kernelspecs.union(workers).get(command.kernel_name)
-        authorize(self.settings, spec, command.username)  # before placement, as EG
-        worker = choose_worker(workers, command.kernel_name)
-        timeout = command.launch_timeout + _REPLY_PAD
-        async with self.admission.reserve(command.kernel_id, command.username, timeout):
-            reply = await self._send_start(worker.worker_id, command, timeout)
-        if reply.kernel is None:
-            raise InternalError("the worker's start reply carried no kernel")
-        return reply.kernel
+        settings = self.settings
+        name = settings.force_kernel_name or body.name or settings.default_kernel_name
+        ids: dict[str, str] = {"kernel_id": body.kernel_id} if body.kernel_id else {}
+        async with self._reported("start", ids, name):
+            command = self._start_command(body)
+            ids["kernel_id"] = command.kernel_id
+            workers = await self.registry.live_workers()
+            spec = kernelspecs.union(workers).get(command.kernel_name)
+            authorize(self.settings, spec, command.username)  # before placement, as EG
+            worker = choose_worker(workers, command.kernel_name)
+            timeout = command.launch_timeout + _REPLY_PAD
+            async with self.admission.reserve(command.kernel_id, command.username, timeout):
+                reply = await self._send_start(worker.worker_id, command, timeout)
+            if reply.kernel is None:
+                raise InternalError("the worker's start reply carried no kernel")
+            return reply.kernel
+
+    @contextlib.asynccontextmanager
+    async def _reported(
+        self, action: str, ids: dict[str, str], kernel_name: str | None = None
+    ) -> AsyncIterator[None]:
+        """A failed `action` becomes a jupyter_server `kernel_actions` error event (status
+        "error", the HTTP status_code the client gets, msg) before the error propagates.
+        `ids` holds the kernel_id once known (a start may fail before one is chosen)."""
+        try:
+            yield
+        except KernelbusError as exc:
+            code = status_for(exc)
+            await self._emit_error(action, ids.get("kernel_id"), kernel_name, code, exc.message)
+            raise
+
+    async def _emit_error(
+        self, action: str, kernel_id: str | None, name: str | None, code: int, message: str
+    ) -> None:
+        if self.events is None:
+            return
+        data: dict[str, Any] = {
+            "action": action,
+            "status": "error",
+            "status_code": code,
+            "msg": message or f"Kernel {action} failed",
+        }
+        if kernel_id:
+            data["kernel_id"] = kernel_id
+        if name:
+            data["kernel_name"] = name
+        try:
+            await self.events.emit(events.KERNEL_ACTIONS, data)
+        except Exception:
+            log.exception(
+                "could not emit the %s error event", action, extra={"kernel_id": kernel_id}
+            )
 
     def _start_command(self, body: StartKernelBody) -> StartKernel:
         settings = self.settings
@@ -114,30 +160,33 @@ class Kernels:
             await self._command(command, timeout=_REPLY_PAD)
 
     async def interrupt(self, kernel_id: str) -> None:
-        await self.get(kernel_id)
-        await self._command(InterruptKernel(kernel_id=kernel_id))
+        record = await self.get(kernel_id)
+        async with self._reported("interrupt", {"kernel_id": kernel_id}, record.name):
+            await self._command(InterruptKernel(kernel_id=kernel_id))
 
     async def restart(self, kernel_id: str) -> KernelRecord:
-        await self.get(kernel_id)
+        record = await self.get(kernel_id)
         timeout = self.settings.kernel_info_timeout + _REPLY_PAD
         command = RestartKernel(
             kernel_id=kernel_id, kernel_info_timeout=self.settings.kernel_info_timeout
         )
-        reply = await self._command(command, timeout)
+        async with self._reported("restart", {"kernel_id": kernel_id}, record.name):
+            reply = await self._command(command, timeout)
         return reply.kernel or await self.get(kernel_id)
 
     async def shutdown(self, kernel_id: str) -> None:
         """Shut a kernel down; a record whose worker is gone is simply removed (nothing runs)."""
-        await self.get(kernel_id)
-        try:
-            await self._command(ShutdownKernel(kernel_id=kernel_id, reason="api delete"))
-        except (NoWorkerAvailable, NoSuchKernel):
-            log.warning(
-                "kernel %s had no live owner; removing its record",
-                kernel_id,
-                extra={"kernel_id": kernel_id},
-            )
-            await self.registry.delete_kernel(kernel_id)
+        record = await self.get(kernel_id)
+        async with self._reported("shutdown", {"kernel_id": kernel_id}, record.name):
+            try:
+                await self._command(ShutdownKernel(kernel_id=kernel_id, reason="api delete"))
+            except (NoWorkerAvailable, NoSuchKernel):
+                log.warning(
+                    "kernel %s had no live owner; removing its record",
+                    kernel_id,
+                    extra={"kernel_id": kernel_id},
+                )
+                await self.registry.delete_kernel(kernel_id)
 
     async def _command(
         self,

@@ -33,6 +33,12 @@ class ApiSettings(BusSettings):
         default="",
         description="`*`, or a comma list of origins allowed besides the api's own host.",
     )
+    trusted_proxies: str = Field(
+        default="",
+        pattern=r"^[0-9A-Fa-f.:, *]*$",
+        description="Comma list of reverse-proxy IP addresses (or `*`) whose X-Forwarded-Host "
+        "is taken as the request's host in the origin check (empty: Host only).",
+    )
     allow_credentials: str = Field(
         default="", pattern="^(|true|false)$", description="Access-Control-Allow-Credentials."
     )
@@ -75,7 +81,11 @@ class ApiSettings(BusSettings):
     default_kernel_name: str = Field(default="python3", description="Kernel started by default.")
     force_kernel_name: str = Field(default="", description="Kernel started whatever is asked.")
     kernel_info_timeout: float = Field(
-        default=60.0, gt=0, le=3600, description="Seconds a restart may wait for kernel_info."
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a restart may wait for kernel_info (and a websocket handshake for "
+        "a kernel that is restarting).",
     )
     launch_timeout: float = Field(
         default=40.0,

@@ -29,6 +29,12 @@ ORIGINAL_SUBJECT_HEADER = "Kb-Original-Subject"
 ORIGINAL_SEQ_HEADER = "Kb-Original-Seq"
 
 
+def describe_error(exc: BaseException) -> str:
+    """`Type: message`, or only the type: many NATS errors have an empty message."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 class EventConsumer:
     """Pulls `KERNELBUS_EVENTS` in batches until `stop()`."""
 
@@ -83,7 +89,7 @@ class EventConsumer:
             except nats.errors.TimeoutError:
                 continue
             except Exception as exc:  # NATS away: keep pulling once it returns
-                log.warning("fetch failed: %s", exc)
+                log.warning("fetch failed: %s", describe_error(exc))
                 await asyncio.sleep(0.5)
                 continue
             await self.handle(batch)

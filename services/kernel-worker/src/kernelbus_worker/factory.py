@@ -73,14 +73,21 @@ class KernelFactory:
 
     async def restart(self, kernel: ManagedKernel, now: bool, timeout: float | None = None) -> None:
         """Restart the process (`now`: kill instead of asking) and wait until it is ready
-        (`timeout`, else the worker's kernel_info_timeout)."""
-        await kernel.km.restart_kernel(now=now)
-        # Fresh sockets even when the ports are the same: ZMQ state left over from the dead
-        # process (a half-reconnected SUB, a DEALER queue) once stalled readiness for good.
-        kernel.open_bridge()
-        kernel.activity.execution_state = "starting"
-        kernel.record.execution_state = "starting"
-        await kernel.wait_ready(timeout or self.settings.kernel_info_timeout)
+        (`timeout`, else the worker's kernel_info_timeout). Client messages that arrive
+        meanwhile are held and sent to the new kernel once it is ready."""
+        kernel.hold_client_frames()
+        ready = False
+        try:
+            await kernel.km.restart_kernel(now=now)
+            # Fresh sockets even when the ports are the same: ZMQ state left over from the dead
+            # process (a half-reconnected SUB, a DEALER queue) once stalled readiness for good.
+            kernel.open_bridge()
+            kernel.activity.execution_state = "starting"
+            kernel.record.execution_state = "starting"
+            await kernel.wait_ready(timeout or self.settings.kernel_info_timeout)
+            ready = True
+        finally:
+            await kernel.release_client_frames(deliver=ready)
         kernel.record.execution_state = kernel.activity.execution_state  # type: ignore[assignment]
         kernel.record.reason = ""
         await record_provisioner(kernel)

@@ -30,6 +30,8 @@ from kernelbus_worker.zmqbridge import KernelSockets
 
 log = logging.getLogger(__name__)
 
+HELD_FRAMES_LIMIT = 10_000
+
 
 @dataclass(frozen=True)
 class Attached:
@@ -60,7 +62,7 @@ class ManagedKernel:
         self.log = kernel_logger(log, kernel_id=record.id, worker_id=record.worker_id)
         self.sockets: KernelSockets | None = None
         self.routes = RouteTable()
-        self.activity = Activity()
+        self.activity = Activity(settings.untracked_types())
         self.connections: dict[str, str] = {}
         self.attached: dict[str, Attached] = {}
         self.recent = RecentFrames(settings.recent_window)
@@ -75,6 +77,12 @@ class ManagedKernel:
         self._probes: set[str] = set()
         self._session = Session(key=b"unset-until-the-bridge-opens", username="kernelbus")
         self._iopub_subject = subjects.kernel_iopub(record.id)
+        self._iopub_busy = False  # the pump holds a message it has not published yet
+        self._iopub_count = 0
+        self._held: list[tuple[bytes, str | None]] | None = None
+        self.consecutive_restarts = 0
+        """Automatic restarts since the kernel last stayed up `stable_start_time` seconds."""
+        self.up_since = 0.0  # monotonic time the last automatic restart made the kernel ready
 
     @property
     def id(self) -> str:
@@ -111,13 +119,36 @@ class ManagedKernel:
         sockets = self.sockets
         while True:
             parts = await sockets.recv("iopub")
-            self._observe(parts)
-            frame = pack_v1("iopub", parts)
-            if self.buffer is not None:
-                self.buffer.add(frame)
-            elif self.connections:
-                self.recent.add(None, frame)
-            await self.outbox.publish(self._iopub_subject, frame)
+            self._iopub_busy = True
+            self._iopub_count += 1
+            try:
+                self._observe(parts)
+                frame = pack_v1("iopub", parts)
+                if self.buffer is not None:
+                    self.buffer.add(frame)
+                elif self.connections:
+                    self.recent.add(None, frame)
+                await self.outbox.publish(self._iopub_subject, frame)
+            finally:
+                self._iopub_busy = False
+
+    async def drain_iopub(self, quiet: float = 0.05, limit: float = 2.0) -> None:
+        """Until the iopub pump has passed on everything the kernel had sent (no message
+        queued or in hand for `quiet` seconds; `limit` at most), so that a status published
+        next (`restarting`, `dead`) comes after the kernel's last output, as clients expect."""
+        sockets = self.sockets
+        if sockets is None or not self._pumps:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        seen, quiet_since = self._iopub_count, loop.time()
+        while loop.time() < deadline:
+            await asyncio.sleep(0.01)
+            if self._iopub_busy or self._iopub_count != seen or sockets.pending("iopub"):
+                seen, quiet_since = self._iopub_count, loop.time()
+            elif loop.time() - quiet_since >= quiet:
+                return
+        self.log.warning("iopub still busy after %.1f s; publishing the status anyway", limit)
 
     async def _pump_replies(self, channel: str) -> None:
         assert self.sockets is not None
@@ -189,11 +220,40 @@ class ManagedKernel:
         except (FrameError, ValueError, KeyError, TypeError) as exc:
             self.log.warning("dropped a malformed client message: %s", exc)
             return
-        if channel == "iopub" or self.sockets is None:
+        if channel == "iopub":
+            return
+        if self._held is not None:
+            self._hold(frame, conn_id)
+            return
+        if self.sockets is None:
             return
         if conn_id and channel != "stdin":
             self.routes.remember(str(msg_id), conn_id)
         await self.sockets.send(channel, parts)
+
+    def hold_client_frames(self) -> None:
+        """From now until `release_client_frames`, client messages wait instead of going to
+        sockets that a restart is about to replace (a reconnecting client's kernel_info)."""
+        if self._held is None:
+            self._held = []
+
+    def _hold(self, frame: bytes, conn_id: str | None) -> None:
+        assert self._held is not None
+        if len(self._held) >= HELD_FRAMES_LIMIT:
+            self.log.warning("more than %d client messages held; dropped one", HELD_FRAMES_LIMIT)
+            return
+        self._held.append((frame, conn_id))
+
+    async def release_client_frames(self, deliver: bool) -> None:
+        """Send the held client messages to the (new) sockets, or drop them (the kernel died)."""
+        held, self._held = self._held or [], None
+        if held and not deliver:
+            self.log.warning("dropped %d client messages held for a failed restart", len(held))
+            return
+        if held:
+            self.log.info("delivering %d client messages held during the restart", len(held))
+        for frame, conn_id in held:
+            await self.from_client(frame, conn_id)
 
     def attach(self, conn_id: str, session_id: str, api_instance: str = "") -> list[bytes]:
         """A websocket opened: returns what is owed to its session (JS replay), in order.

@@ -35,7 +35,8 @@ class KernelNotices:
         if error is None:
             data.update(status="success", msg=f"Kernel {kernel.id} was {_PAST[action]}.")
         else:
-            data.update(status="error", msg=str(error) or type(error).__name__)
+            # Only automatic restarts fail here: the api reports the actions it was asked for.
+            data.update(status="error", status_code=500, msg=str(error) or type(error).__name__)
         await self._emit(events.KERNEL_ACTIONS, data, kernel)
 
     async def activity(self, kernel: ManagedKernel) -> None:

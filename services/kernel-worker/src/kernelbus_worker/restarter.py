@@ -4,6 +4,7 @@ dead, telling clients with the statuses jupyter_server sends (`restarting`, `dea
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from kernelbus.registry import Registry
@@ -38,23 +39,46 @@ class Restarter:
                 alive = False
             if not alive and managed():
                 await self._on_death(kernel)
+            elif alive:
+                self._note_stable(kernel)
+
+    def _note_stable(self, kernel: ManagedKernel) -> None:
+        """As jupyter_client's restarter: a kernel that stayed up `stable_start_time` seconds
+        after its last automatic restart (counted from when it was ready again) starts its
+        count of automatic restarts again from zero."""
+        if kernel.consecutive_restarts == 0:
+            return
+        if time.monotonic() - kernel.up_since >= self.settings.stable_start_time:
+            kernel.log.info(
+                "kernel stable for %.0f s after %d automatic restarts; restart count reset",
+                self.settings.stable_start_time,
+                kernel.consecutive_restarts,
+            )
+            kernel.consecutive_restarts = 0
 
     async def _on_death(self, kernel: ManagedKernel) -> None:
+        kernel.hold_client_frames()  # not into the dead kernel's sockets
         code = await exit_code(kernel)
-        restart = self.settings.autorestart and kernel.record.restarts < self.settings.restart_limit
+        restart = (
+            self.settings.autorestart and kernel.consecutive_restarts < self.settings.restart_limit
+        )
         kernel.log.warning(
             "kernel died (exit code %s); %s", code, "restarting" if restart else "dead"
         )
+        # What the kernel printed before it died reaches clients before `restarting`/`dead`.
+        await kernel.drain_iopub()
         await self.notices.died(kernel, code, restart)
         if restart:
             await self._auto_restart(kernel)
         else:
+            await kernel.release_client_frames(deliver=False)
             await self.declare_dead(kernel, f"Kernel died (exit code {code})")
 
     async def _auto_restart(self, kernel: ManagedKernel) -> None:
         kernel.busy_with_lifecycle = True
         kernel.record.execution_state = "restarting"
         kernel.record.restarts += 1
+        kernel.consecutive_restarts += 1
         await kernel.publish_status("restarting")
         await self.registry.put_kernel(kernel.record)
         try:
@@ -66,6 +90,7 @@ class Restarter:
             return
         finally:
             kernel.busy_with_lifecycle = False
+        kernel.up_since = time.monotonic()
         await self.notices.action("restart", kernel)
 
     async def declare_dead(self, kernel: ManagedKernel, reason: str) -> None:

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from kernelbus.settings import BusSettings
+from kernelbus_worker.activity import DEFAULT_UNTRACKED
 from kernelbus_worker.poolsizes import parse_pool_sizes
 
 DEFAULT_INHERITED_ENV = (
@@ -46,7 +47,18 @@ class WorkerSettings(BusSettings):
     )
     autorestart: bool = Field(default=True, description="Restart a kernel that died on its own.")
     restart_limit: int = Field(
-        default=5, ge=0, le=100, description="Automatic restarts before `dead`."
+        default=5,
+        ge=0,
+        le=100,
+        description="Consecutive automatic restarts before `dead` (the count starts again "
+        "once a kernel stayed up `stable_start_time`).",
+    )
+    stable_start_time: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a kernel must stay up after an automatic restart before its "
+        "restart count resets (as jupyter_client's `KernelRestarter.stable_start_time`).",
     )
     activity_write_interval: float = Field(
         default=0.5, gt=0, le=60, description="Least seconds between registry writes of activity."
@@ -98,7 +110,16 @@ class WorkerSettings(BusSettings):
         description="Warm pool: pre-started kernels per kernelspec, `python3=2,r=1` (Python only).",
     )
     use_kernel_working_dir: bool = Field(
-        default=True, description="Start kernels in KERNEL_WORKING_DIR when it exists on this host."
+        default=False,
+        description="Start kernels in the client's KERNEL_WORKING_DIR when it exists on this "
+        "host (off by default: jupyter_server always sends its own notebook directory, which "
+        "on a worker host may exist and mean something else).",
+    )
+    untracked_message_types: str = Field(
+        default=",".join(DEFAULT_UNTRACKED),
+        pattern=r"^[A-Za-z0-9_, ]*$",
+        description="Comma list of message types that never count as kernel activity nor set "
+        "its execution state (jupyter_server's `untracked_message_types`).",
     )
     kernel_transport: str = Field(
         default="tcp",
@@ -121,6 +142,9 @@ class WorkerSettings(BusSettings):
             if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
                 raise ValueError(f"not a valid name: {name!r}")
         return value
+
+    def untracked_types(self) -> frozenset[str]:
+        return frozenset(_split(self.untracked_message_types))
 
     @field_validator("pool")
     @classmethod

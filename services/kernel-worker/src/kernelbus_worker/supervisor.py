@@ -101,9 +101,9 @@ class Supervisor:
             )
             try:
                 await self.factory.launch(kernel, command, command.launch_timeout)
-            except Exception as exc:
+            except Exception:
+                # The api reports the failure (kernel_actions error with its HTTP status).
                 self._starting.pop(command.kernel_id, None)
-                await self.notices.action("start", kernel, error=exc)
                 raise
         self._starting.pop(command.kernel_id, None)
         await self._register(kernel)
@@ -152,11 +152,7 @@ class Supervisor:
 
     async def interrupt(self, kernel_id: str) -> KernelRecord:
         kernel = self.get(kernel_id)
-        try:
-            await kernel.km.interrupt_kernel()
-        except Exception as exc:
-            await self.notices.action("interrupt", kernel, error=exc)
-            raise
+        await kernel.km.interrupt_kernel()  # a failure is reported by the api
         await self.notices.action("interrupt", kernel)
         return kernel.record
 
@@ -165,8 +161,7 @@ class Supervisor:
         kernel.busy_with_lifecycle = True
         try:
             await self.factory.restart(kernel, now=False, timeout=timeout)
-        except Exception as exc:
-            await self.notices.action("restart", kernel, error=exc)
+        except Exception as exc:  # reported by the api as a kernel_actions error
             raise RestartFailed("Exception restarting kernel") from exc
         finally:
             kernel.busy_with_lifecycle = False

@@ -55,6 +55,11 @@ class KernelSockets:
             if len(parts) >= 4:
                 return parts
 
+    def pending(self, channel: str) -> bool:
+        """A message is waiting on `channel` (not yet received)."""
+        events = self.sockets[channel].getsockopt(zmq.EVENTS)
+        return bool(int(events) & zmq.POLLIN)
+
     def close(self) -> None:
         for sock in self.sockets.values():
             sock.close(linger=0)
