@@ -63,6 +63,10 @@ class KernelRecord(BaseModel):
     pid: int | None = None
     connection_info: dict[str, Any] = Field(default_factory=dict)
     provisioner_info: dict[str, Any] = Field(default_factory=dict)
+    launch_env: dict[str, str] = Field(default_factory=dict)
+    """The client's part of the kernel's environment (the start's `env`), and below its
+    working directory: a successor that re-adopts the kernel restarts it with them."""
+    working_dir: str | None = None
 
     def jupyter_model(self, connections: int = 0) -> dict[str, Any]:
         """The kernel model exactly as jupyter_server's `kernel_model` shapes it."""

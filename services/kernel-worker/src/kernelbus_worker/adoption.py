@@ -15,6 +15,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
+from kernelbus.messages import StartKernel
 from kernelbus.models import KernelRecord
 from kernelbus_worker.factory import KernelFactory
 from kernelbus_worker.kernel import ManagedKernel
@@ -89,6 +90,15 @@ async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float)
     await restore_manager(kernel.km, record)
     if not await kernel.km.is_alive():
         raise RuntimeError("the kernel process is gone")
+    # What jupyter_client keeps from start_kernel to restart with (it refuses without).
+    relaunch = StartKernel(
+        kernel_id=record.id,
+        kernel_name=record.name,
+        env=record.launch_env,
+        working_dir=record.working_dir,
+    )
+    kernel.km._launch_args = factory.launch_kwargs(relaunch, kernel)
+    kernel.km._attempted_start = True  # so a restart gets a fresh `ready` future
     kernel.open_bridge()
     try:
         await kernel.wait_ready(timeout)

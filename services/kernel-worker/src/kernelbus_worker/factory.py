@@ -63,7 +63,7 @@ class KernelFactory:
         """Start the process and wait until it is ready; on any failure nothing is left."""
         try:
             async with asyncio.timeout(timeout):
-                await kernel.km.start_kernel(**self._launch_kwargs(command, kernel))
+                await kernel.km.start_kernel(**self.launch_kwargs(command, kernel))
                 kernel.open_bridge()
                 await kernel.wait_ready(timeout)
         except BaseException as exc:
@@ -125,7 +125,7 @@ class KernelFactory:
         kernel.log.warning("KERNEL_WORKING_DIR %r does not exist on this worker; ignored", wanted)
         return None
 
-    def _launch_kwargs(self, command: StartKernel, kernel: ManagedKernel) -> dict[str, Any]:
+    def launch_kwargs(self, command: StartKernel, kernel: ManagedKernel) -> dict[str, Any]:
         spec = kernel.km.kernel_spec
         env = build_kernel_env(
             kernel.spec_env,

@@ -122,6 +122,8 @@ class WarmStarts:
                 worker_id=kernel.record.worker_id,
                 username=command.username,
                 connection_info=kernel.record.connection_info,
+                launch_env=command.env,
+                working_dir=command.working_dir,
             )
         )
         try:
@@ -137,8 +139,13 @@ class WarmStarts:
             raise RuntimeError("pooled kernel died")
         language = (kernel.km.kernel_spec.language if kernel.km.kernel_spec else "") or ""
         env = build_kernel_env({}, {}, [], command.env, command.kernel_id, language)
-        code = claim_code(env, self.factory.working_dir(command, kernel))
+        cwd = self.factory.working_dir(command, kernel)
+        code = claim_code(env, cwd)
         await kernel.run_silently(code, min(10.0, command.launch_timeout))
+        # A restart relaunches with jupyter_client's saved arguments: make them the claim's.
+        kernel.km.update_env(env=env)
+        if cwd and isinstance(kernel.km._launch_args, dict):
+            kernel.km._launch_args["cwd"] = cwd
 
     async def _launch(self, name: str) -> ManagedKernel:
         record = KernelRecord(id=str(uuid.uuid4()), name=name, worker_id=self.factory.settings.id)

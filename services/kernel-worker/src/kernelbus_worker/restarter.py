@@ -91,7 +91,14 @@ class Restarter:
         finally:
             kernel.busy_with_lifecycle = False
         kernel.up_since = time.monotonic()
+        await self.persist(kernel)
         await self.notices.action("restart", kernel)
+
+    async def persist(self, kernel: ManagedKernel) -> None:
+        """Write a restarted kernel's record at once: its new pid is what a successor needs
+        to re-adopt it, and a crash may come before the next activity flush."""
+        kernel.dirty = False
+        await self.registry.put_kernel(kernel.record)
 
     async def declare_dead(self, kernel: ManagedKernel, reason: str) -> None:
         """Record `dead` with a reason (REST shows it; the culler removes it) and tell clients."""

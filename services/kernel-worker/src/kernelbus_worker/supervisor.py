@@ -97,6 +97,8 @@ class Supervisor:
                     name=command.kernel_name,
                     worker_id=self.settings.id,
                     username=command.username,
+                    launch_env=command.env,
+                    working_dir=command.working_dir,
                 )
             )
             try:
@@ -162,9 +164,11 @@ class Supervisor:
         try:
             await self.factory.restart(kernel, now=False, timeout=timeout)
         except Exception as exc:  # reported by the api as a kernel_actions error
+            kernel.log.warning("restart failed: %s: %s", type(exc).__name__, exc)
             raise RestartFailed("Exception restarting kernel") from exc
         finally:
             kernel.busy_with_lifecycle = False
+        await self.restarter.persist(kernel)
         await self.notices.action("restart", kernel)
         return kernel.record
 

@@ -1,0 +1,96 @@
+"""A kernel re-adopted by a successor worker can be restarted, and a kernel restarted before
+its worker crashed is re-adopted: adoption restores everything a restart needs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from kernelbus import bus, subjects
+from kernelbus.messages import RestartKernel, ShutdownKernel, StartKernel, new_kernel_id
+from kernelbus.models import KernelRecord
+from kernelbus.registry import Registry
+from kernelbus.testing.busclient import BusConnection
+from kernelbus.testing.plugin import Services
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.drain()
+
+
+async def _start(nc: Client, wid: str, env: dict[str, str]) -> KernelRecord:
+    command = StartKernel(kernel_id=new_kernel_id(), kernel_name="python3", env=env)
+    reply = await bus.request(nc, subjects.worker_start(wid), command, timeout=60)
+    assert reply.kernel is not None
+    return reply.kernel
+
+
+async def _restart(nc: Client, kernel_id: str) -> KernelRecord:
+    reply = await bus.request(
+        nc, subjects.kernel_command(kernel_id), RestartKernel(kernel_id=kernel_id), 90
+    )
+    assert reply.kernel is not None
+    return reply.kernel
+
+
+async def _printed(nc: Client, kernel_id: str, code: str) -> str:
+    conn = BusConnection(nc, kernel_id, session_id=uuid.uuid4().hex)
+    await conn.attach()
+    seen = await conn.execute(code)
+    return "".join(m.content["text"] for m in seen if m.msg_type == "stream")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_a_readopted_kernel_restarts_with_its_launch_environment(
+    services: Services, nc: Client
+) -> None:
+    wid = f"w-{uuid.uuid4().hex[:8]}"
+    crashed = services.worker({"KERNELBUS_WORKER_ID": wid})
+    record = await _start(nc, wid, {"KERNEL_FLAVOUR": "mint"})
+    crashed.kill()
+    services.worker({"KERNELBUS_WORKER_ID": wid})
+    restarted = await _restart(nc, record.id)
+    assert restarted.pid != record.pid and restarted.execution_state != "dead"
+    assert not _alive(record.pid or 0)
+    printed = await _printed(nc, record.id, "import os; print(os.environ['KERNEL_FLAVOUR'])")
+    assert printed == "mint\n"
+    await bus.request(
+        nc, subjects.kernel_command(record.id), ShutdownKernel(kernel_id=record.id), 30
+    )
+
+
+async def test_a_kernel_restarted_before_its_worker_crashed_is_readopted(
+    services: Services, nc: Client
+) -> None:
+    wid = f"w-{uuid.uuid4().hex[:8]}"
+    crashed = services.worker({"KERNELBUS_WORKER_ID": wid})
+    record = await _start(nc, wid, {})
+    restarted = await _restart(nc, record.id)
+    assert await _printed(nc, record.id, "kept = 7; print(kept)") == "7\n"
+    crashed.kill()
+    services.worker({"KERNELBUS_WORKER_ID": wid})
+    stored = await (await Registry.open(nc.jetstream())).get_kernel(record.id)
+    assert stored is not None and stored.pid == restarted.pid != record.pid
+    assert stored.execution_state != "dead", stored.reason
+    assert await _printed(nc, record.id, "print(kept)") == "7\n"
+    await bus.request(
+        nc, subjects.kernel_command(record.id), ShutdownKernel(kernel_id=record.id), 30
+    )
