@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kernelbus.messages import StartKernel
 from kernelbus.models import KernelRecord
@@ -144,8 +145,9 @@ class WarmStarts:
         await kernel.run_silently(code, min(10.0, command.launch_timeout))
         # A restart relaunches with jupyter_client's saved arguments: make them the claim's.
         kernel.km.update_env(env=env)
-        if cwd and isinstance(kernel.km._launch_args, dict):
-            kernel.km._launch_args["cwd"] = cwd
+        launch_args: Any = kernel.km._launch_args
+        if cwd and isinstance(launch_args, dict):
+            launch_args["cwd"] = cwd
 
     async def _launch(self, name: str) -> ManagedKernel:
         record = KernelRecord(id=str(uuid.uuid4()), name=name, worker_id=self.factory.settings.id)
