@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from channels_support import (
     Msg,
     execute,
+    kernel_call,
     of_request,
     open_socket,
     start_kernel,
@@ -33,8 +35,12 @@ c.send(data={'k': 1}, buffers=[b'\\x00\\x01\\x02', b'xyz'])
 
 
 @pytest.fixture(scope="module")
-async def kernel_id(stack: Stack) -> str:
-    return await start_kernel(stack.api)
+async def kernel_id(stack: Stack) -> AsyncIterator[str]:
+    """One kernel for the module, deleted after it: left on the session's worker it would
+    take a slot there and steer where later tests' kernels are placed."""
+    kid = await start_kernel(stack.api)
+    yield kid
+    await kernel_call(stack.api, "DELETE", f"/api/kernels/{kid}")
 
 
 def statuses(msgs: list[Msg]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 from channels_support import (
@@ -24,8 +25,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def kernel_id(stack: Stack) -> str:
-    return await start_kernel(stack.api)
+async def kernel_id(stack: Stack) -> AsyncIterator[str]:
+    """One kernel for the module, deleted after it: left on the session's worker it would
+    take a slot there and steer where later tests' kernels are placed."""
+    kid = await start_kernel(stack.api)
+    yield kid
+    await kernel_call(stack.api, "DELETE", f"/api/kernels/{kid}")
 
 
 async def test_replies_go_to_the_sender_and_iopub_to_everyone(stack: Stack, kernel_id: str) -> None:

@@ -18,11 +18,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, nats_url: str
-) -> Iterator[tuple[str, ApiProcess]]:
-    """An api and a worker whose metrics endpoint listens on a free loopback port."""
-    started = Services(tmp_path_factory.mktemp("metrics"), nats_url)
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ApiProcess]]:
+    """An api and a worker whose metrics endpoint listens on a free loopback port.
+
+    On a nats-server of their own: the counts below are of this worker, so no other test's
+    worker may take its kernels, and no kernel of this module may outlive it elsewhere.
+    """
+    root = tmp_path_factory.mktemp("metrics")
+    server = natsserver.start(root / "nats", log_file=root / "nats.log")
+    started = Services(root, server.url)
     port = natsserver.free_port()
     try:
         worker = started.worker({"KERNELBUS_WORKER_METRICS_PORT": str(port)})
@@ -30,7 +34,8 @@ def cluster(
         wait_for(lambda: _http_ok(f"{worker_url}/health/live"), 30, "worker metrics", worker)
         yield worker_url, started.api()
     finally:
-        started.stop_all()
+        started.stop_all()  # the worker shuts down every kernel a test left behind
+        server.stop()
 
 
 def value(text: str, series: str) -> float:
