@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from kernelbus.errors import ErrorCode
 from kernelbus.models import KernelRecord
 
-KernelId = Annotated[
-    str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-]
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+"""Kernel (and session) ids: lower-case UUIDs, as jupyter_server makes them."""
+KernelId = Annotated[str, Field(pattern=UUID_PATTERN)]
 KernelName = Annotated[str, Field(pattern=r"^[\w.\-%]+$", max_length=255)]
 
 

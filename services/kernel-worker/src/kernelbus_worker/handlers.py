@@ -34,7 +34,6 @@ from kernelbus_worker.liveness import ApiLiveness
 from kernelbus_worker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
-CONN_HEADER = "KB-Conn"
 
 
 class Handlers:
@@ -80,7 +79,7 @@ class Handlers:
             frame = reassembler.feed(msg.headers, msg.data)
             if frame is not None:
                 metrics.relayed(metrics.TO_KERNEL, len(frame))
-                await kernel.from_client(frame, (msg.headers or {}).get(CONN_HEADER))
+                await kernel.from_client(frame, (msg.headers or {}).get(subjects.CONN_HEADER))
 
         self._kernel_subs[kid] = [
             await self.nc.subscribe(subjects.kernel_input(kid), cb=on_input),

@@ -104,7 +104,7 @@ class BusConnection:
         await self.nc.publish(
             subjects.kernel_input(self.kernel_id),
             pack_v1(channel, parts),
-            headers={"KB-Conn": self.conn_id},
+            headers={subjects.CONN_HEADER: self.conn_id},
         )
         return str(msg["header"]["msg_id"])
 

@@ -21,8 +21,6 @@ from kernelbus_api.state import AppState
 
 log = logging.getLogger(__name__)
 
-CONN_HEADER = "KB-Conn"
-
 
 @dataclass
 class Hub:
@@ -79,7 +77,7 @@ class Hub:
         payload = pack_v1(channel, parts)
         for headers, data in chunking.split(payload, self.state.nc.max_payload):
             await self.state.nc.publish(
-                subject, data, headers={**headers, CONN_HEADER: conn.conn_id}
+                subject, data, headers={**headers, subjects.CONN_HEADER: conn.conn_id}
             )
 
     def _replace_stale(self, conn: Connection) -> None:
