@@ -369,13 +369,13 @@ async def test_reconnecting_session_gets_output_produced_meanwhile(
     gate.open()  # the output is produced while no connection is attached
     await asyncio.wait_for(finished.wait(), 30)
     back = BusConnection(nc, record.id, session_id="session-a")
-    data = await back.attach()
-    assert data["replayed"] >= 3
+    reply = await back.attach()
+    assert reply.replayed >= 3
     seen = await back.until_done(msg_id)
     assert any(m.msg_type == "stream" and "while away" in m.content["text"] for m in seen)
     assert any(m.msg_type == "execute_reply" for m in seen)
     other = BusConnection(nc, record.id, session_id="session-b")
-    assert (await other.attach())["replayed"] == 0
+    assert (await other.attach()).replayed == 0
     await shutdown(nc, record.id)
 
 

@@ -19,12 +19,16 @@ from kernelbus import bus, chunking, subjects
 from kernelbus.errors import BadRequest
 from kernelbus.messages import (
     AttachConnection,
+    AttachReply,
+    DetachConnection,
     GetResource,
     InterruptKernel,
     KernelReply,
+    ResourceReply,
     RestartKernel,
     ShutdownKernel,
     StartKernel,
+    connection_command_adapter,
     kernel_command_adapter,
 )
 from kernelbus_worker import metrics
@@ -91,7 +95,9 @@ class Handlers:
             ),
             await self.nc.subscribe(
                 subjects.kernel_attach(kid),
-                cb=self._as_task(bus.responder(bus.parse_with(AttachConnection), self._attach)),
+                cb=self._as_task(
+                    bus.responder(connection_command_adapter.validate_json, self._attach)
+                ),
             ),
         ]
         await self.nc.flush()
@@ -105,8 +111,8 @@ class Handlers:
     async def _start(self, command: StartKernel, msg: Msg) -> KernelReply:
         return KernelReply(kernel=await self.supervisor.start(command))
 
-    async def _resource(self, command: GetResource, msg: Msg) -> KernelReply:
-        return KernelReply(data=self.catalog.resource(command.kernel_name, command.file))
+    async def _resource(self, command: GetResource, msg: Msg) -> ResourceReply:
+        return self.catalog.resource(command.kernel_name, command.file)
 
     async def _command(
         self, command: InterruptKernel | RestartKernel | ShutdownKernel, msg: Msg
@@ -121,9 +127,9 @@ class Handlers:
             record = await self.supervisor.shutdown(command.kernel_id, command.reason)
         return KernelReply(kernel=record)
 
-    async def _attach(self, command: AttachConnection, msg: Msg) -> KernelReply:
+    async def _attach(self, command: AttachConnection | DetachConnection, msg: Msg) -> KernelReply:
         kernel = self.supervisor.get(command.kernel_id)
-        if command.command == "detach":
+        if isinstance(command, DetachConnection):
             kernel.detach(command.conn_id)
             return KernelReply(kernel=kernel.record)
         replaced = kernel.same_session(command.session_id)
@@ -134,7 +140,7 @@ class Handlers:
         if owed:
             # Published after the reply; the api holds connection traffic until it accepted.
             self._spawn(self._replay(kernel, command.conn_id, owed))
-        return KernelReply(kernel=kernel.record, data={"replayed": len(owed)})
+        return AttachReply(kernel=kernel.record, replayed=len(owed))
 
     async def _recover(self, kernel: ManagedKernel, stale: Attached, conn_id: str) -> None:
         """A client came back through another api replica while its old connection looked

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp
 
 from kernelbus import bus, chunking, subjects
 from kernelbus.framing import pack_v1
-from kernelbus.messages import AttachConnection, KernelReply
+from kernelbus.messages import AttachConnection, AttachReply, DetachConnection
 from kernelbus_api.channels.connection import Connection
 from kernelbus_api.channels.counts import ConnectionCounts
 from kernelbus_api.channels.feeds import KernelFeeds
@@ -49,12 +49,12 @@ class Hub:
             await self.feeds.join(conn)
         try:
             await self.state.nc.flush()
-            reply = await self._attach(conn, "attach")
+            reply = await self._attach(conn)
         except BaseException:  # nothing stays subscribed for a connection that never opened
             await self._unsubscribe(conn)
             raise
         await self.counts.add(conn.kernel_id)
-        conn.log.info("websocket attached (replayed %s)", reply.data.get("replayed", 0))
+        conn.log.info("websocket attached (replayed %s)", reply.replayed)
 
     async def close(self, conn: Connection) -> None:
         """Detach (the worker starts buffering if it was the last), then unsubscribe.
@@ -63,7 +63,7 @@ class Hub:
         """
         await self.counts.remove(conn.kernel_id)
         try:
-            await self._attach(conn, "detach")
+            await self._detach(conn)
         except Exception as exc:
             conn.log.warning("detach failed: %s", exc)
         try:
@@ -87,20 +87,21 @@ class Hub:
             stale.close_soon(1000, "replaced by a new connection")
         self.sessions[conn.session_key] = conn
 
-    async def _attach(self, conn: Connection, command: str) -> KernelReply:
-        message = AttachConnection.model_validate(
-            {
-                "command": command,
-                "kernel_id": conn.kernel_id,
-                "conn_id": conn.conn_id,
-                "session_id": conn.session_id,
-                "api_instance": self.state.settings.api_instance,
-            }
+    async def _attach(self, conn: Connection) -> AttachReply:
+        message = AttachConnection(
+            kernel_id=conn.kernel_id,
+            conn_id=conn.conn_id,
+            session_id=conn.session_id,
+            api_instance=self.state.settings.api_instance,
         )
         subject = subjects.kernel_attach(conn.kernel_id)
-        return await bus.request(
-            self.state.nc, subject, message, self.state.settings.request_timeout
-        )
+        timeout = self.state.settings.request_timeout
+        return await bus.request(self.state.nc, subject, message, timeout, AttachReply)
+
+    async def _detach(self, conn: Connection) -> None:
+        message = DetachConnection(kernel_id=conn.kernel_id, conn_id=conn.conn_id)
+        subject = subjects.kernel_attach(conn.kernel_id)
+        await bus.request(self.state.nc, subject, message, self.state.settings.request_timeout)
 
     async def _unsubscribe(self, conn: Connection) -> None:
         if self.sessions.get(conn.session_key) is conn:
