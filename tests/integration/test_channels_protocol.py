@@ -10,10 +10,9 @@ import pytest
 from channels_support import (
     Msg,
     execute,
-    kernel_call,
     of_request,
     open_socket,
-    start_kernel,
+    started_kernel,
     types,
     ws_url,
 )
@@ -36,11 +35,9 @@ c.send(data={'k': 1}, buffers=[b'\\x00\\x01\\x02', b'xyz'])
 
 @pytest.fixture(scope="module")
 async def kernel_id(stack: Stack) -> AsyncIterator[str]:
-    """One kernel for the module, deleted after it: left on the session's worker it would
-    take a slot there and steer where later tests' kernels are placed."""
-    kid = await start_kernel(stack.api)
-    yield kid
-    await kernel_call(stack.api, "DELETE", f"/api/kernels/{kid}")
+    """One kernel for the module, deleted after it (see `started_kernel`)."""
+    async with started_kernel(stack.api) as kid:
+        yield kid
 
 
 def statuses(msgs: list[Msg]) -> list[str]:

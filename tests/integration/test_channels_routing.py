@@ -15,6 +15,7 @@ from channels_support import (
     open_socket,
     request,
     start_kernel,
+    started_kernel,
     types,
 )
 from websockets.exceptions import ConnectionClosed
@@ -26,11 +27,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 async def kernel_id(stack: Stack) -> AsyncIterator[str]:
-    """One kernel for the module, deleted after it: left on the session's worker it would
-    take a slot there and steer where later tests' kernels are placed."""
-    kid = await start_kernel(stack.api)
-    yield kid
-    await kernel_call(stack.api, "DELETE", f"/api/kernels/{kid}")
+    """One kernel for the module, deleted after it (see `started_kernel`)."""
+    async with started_kernel(stack.api) as kid:
+        yield kid
 
 
 async def test_replies_go_to_the_sender_and_iopub_to_everyone(stack: Stack, kernel_id: str) -> None:

@@ -353,6 +353,13 @@ async def test_kernelspec_provisioner_stanza_is_honoured(
     await shutdown(nc, record.id)
 
 
+async def gated_cell(conn: BusConnection, gate: FileGate, code: str) -> str:
+    """Send a cell that runs `code` only once `gate` is opened; its msg_id, once it started."""
+    msg_id = await conn.send("execute_request", {"code": gate.wait_code() + code})
+    await conn.next_matching(lambda m: m.msg_type == "execute_input")
+    return msg_id
+
+
 async def test_reconnecting_session_gets_output_produced_meanwhile(
     services: Services, nc: Client, tmp_path: Path
 ) -> None:
@@ -362,8 +369,7 @@ async def test_reconnecting_session_gets_output_produced_meanwhile(
     conn = BusConnection(nc, record.id, session_id="session-a")
     await conn.attach()
     gate = FileGate(tmp_path / "detached")
-    msg_id = await conn.send("execute_request", {"code": gate.wait_code() + "print('while away')"})
-    await conn.next_matching(lambda m: m.msg_type == "execute_input")
+    msg_id = await gated_cell(conn, gate, "print('while away')")
     finished = await idle_after(nc, record.id, msg_id)
     await conn.detach()
     gate.open()  # the output is produced while no connection is attached
@@ -427,8 +433,7 @@ async def test_reply_to_a_request_sent_before_a_reconnect_reaches_the_new_connec
     conn = BusConnection(nc, record.id, session_id="session-r")
     await conn.attach()
     gate = FileGate(tmp_path / "reconnected")
-    msg_id = await conn.send("execute_request", {"code": gate.wait_code() + "6*7"})
-    await conn.next_matching(lambda m: m.msg_type == "execute_input")
+    msg_id = await gated_cell(conn, gate, "6*7")
     await conn.detach()
     back = BusConnection(nc, record.id, session_id="session-r")
     await back.attach()
@@ -497,8 +502,7 @@ async def test_output_sent_to_a_crashed_api_replica_reaches_the_client_that_come
     first = BusConnection(nc, record.id, session_id="session-c")
     await first.attach()
     gate = FileGate(tmp_path / "crashed")
-    msg_id = await first.send("execute_request", {"code": gate.wait_code() + "print('owed')"})
-    await first.next_matching(lambda m: m.msg_type == "execute_input")
+    msg_id = await gated_cell(first, gate, "print('owed')")
     finished = await idle_after(nc, record.id, msg_id)
     await first.crash()
     if check_interval == "0.2":  # the output comes after the worker noticed the loss
