@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kernelbus_worker.routing import RecentFrames, ReplayBuffer, RouteTable
 
 
@@ -66,29 +68,27 @@ def test_replay_buffer_drains_in_order_and_empties() -> None:
     assert len(buf) == 0 and buf.drain(now=1) == []
 
 
-def test_replay_buffer_drops_oldest_past_the_count_bound() -> None:
-    buf = buffer(max_messages=2)
-    for i in range(4):
-        buf.add(f"m{i}".encode(), now=0)
-    assert buf.drain(now=0) == [b"m2", b"m3"]
-    assert buf.dropped == 2
-
-
-def test_replay_buffer_drops_oldest_past_the_byte_bound() -> None:
-    buf = buffer(max_bytes=10)
-    buf.add(b"aaaa", now=0)
-    buf.add(b"bbbb", now=0)
-    buf.add(b"cccc", now=0)  # 12 bytes > 10: the oldest goes
-    assert buf.drain(now=0) == [b"bbbb", b"cccc"]
-    assert buf.dropped == 1
-
-
-def test_replay_buffer_drops_what_aged_out_by_drain_time() -> None:
-    buf = buffer(max_age=10)
-    buf.add(b"old", now=0)
-    buf.add(b"new", now=5)
-    assert buf.drain(now=12) == [b"new"]
-    assert buf.dropped == 1
+@pytest.mark.parametrize(
+    ("limits", "added", "drain_at", "kept", "dropped"),
+    [
+        ({"max_messages": 2}, [(b"m0", 0), (b"m1", 0), (b"m2", 0), (b"m3", 0)], 0, 2, 2),
+        ({"max_bytes": 10}, [(b"aaaa", 0), (b"bbbb", 0), (b"cccc", 0)], 0, 2, 1),
+        ({"max_age": 10}, [(b"old", 0), (b"new", 5)], 12, 1, 1),
+    ],
+    ids=["count", "bytes", "age-at-drain"],
+)
+def test_replay_buffer_drops_the_oldest_past_each_bound(
+    limits: dict[str, float],
+    added: list[tuple[bytes, float]],
+    drain_at: float,
+    kept: int,
+    dropped: int,
+) -> None:
+    buf = buffer(**limits)
+    for frame, at in added:
+        buf.add(frame, now=at)
+    assert buf.drain(now=drain_at) == [frame for frame, _ in added[-kept:]]
+    assert buf.dropped == dropped
 
 
 def test_replay_buffer_byte_count_recovers_after_drain() -> None:
