@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import struct
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,17 @@ async def start_kernel(api: ApiProcess) -> str:
         response = await http.post("/api/kernels", json={"name": "python3"})
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
+
+
+@contextlib.asynccontextmanager
+async def started_kernel(api: ApiProcess) -> AsyncIterator[str]:
+    """A kernel for as long as the block runs, deleted after it, even when a test failed: a
+    kernel left on a shared worker takes a slot there and steers where later kernels go."""
+    kernel_id = await start_kernel(api)
+    try:
+        yield kernel_id
+    finally:
+        await kernel_call(api, "DELETE", f"/api/kernels/{kernel_id}")
 
 
 async def kernel_call(api: ApiProcess, method: str, path: str) -> httpx.Response:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from channels_support import (
 from websockets.exceptions import ConnectionClosed
 
 from kernelbus.testing.plugin import ApiProcess, Services, Stack
+from kernelbus.testing.waiting import FileGate, until
 from kernelbus.timefmt import parse_timestamp
 
 pytestmark = pytest.mark.integration
@@ -62,24 +62,27 @@ async def test_shutdown_delivers_dead_and_closes_cleanly(stack: Stack) -> None:
 
 
 async def output_while_away(
-    first: ApiProcess, second: ApiProcess, kernel_id: str, marker: Path
+    first: ApiProcess, second: ApiProcess, kernel_id: str, workdir: Path
 ) -> list[Msg]:
-    """Start a slow print, leave, reconnect (same session_id) and collect what was owed.
+    """Start a gated print, leave, reconnect (same session_id) and collect what was owed.
 
-    The reconnect waits until the cell ran to its end while nobody was connected: the cell
-    touches `marker` last, and the registry then shows an idle kernel active after it.
+    The cell prints only once the socket is closed (the test opens its gate then). The
+    reconnect waits until the cell ran to its end while nobody was connected: the cell
+    touches a marker last, and the registry then shows an idle kernel active after it.
     """
     session_id = uuid.uuid4().hex
     sock = await open_socket(first, kernel_id, session_id=session_id)
-    code = (
-        "import sys, time, pathlib; time.sleep(1); print('while away'); sys.stdout.flush(); "
+    gate, marker = FileGate(workdir / "closed"), workdir / "done"
+    code = gate.wait_code() + (
+        "import sys, pathlib; print('while away'); sys.stdout.flush(); "
         f"pathlib.Path({str(marker)!r}).touch()"
     )
     msg_id = await sock.send(execute(code))
     await sock.until(lambda m: m["header"]["msg_type"] == "execute_input")
     await sock.close()
     await wait_until_connections(first, kernel_id, 0)
-    await wait_until_idle_after(first, kernel_id, marker)
+    gate.open()
+    await until(lambda: idle_after(first, kernel_id, marker), what="the kernel idle after the cell")
     again = await open_socket(second, kernel_id, session_id=session_id)
     try:
         return await again.until_finished(msg_id, timeout=30)
@@ -92,7 +95,7 @@ async def test_reconnect_with_the_same_session_receives_output_produced_meanwhil
 ) -> None:
     kernel_id = await start_kernel(stack.api)
     try:
-        seen = await output_while_away(stack.api, stack.api, kernel_id, tmp_path / "done")
+        seen = await output_while_away(stack.api, stack.api, kernel_id, tmp_path)
     finally:
         await kernel_call(stack.api, "DELETE", f"/api/kernels/{kernel_id}")
     texts = [m["content"]["text"] for m in seen if m["header"]["msg_type"] == "stream"]
@@ -106,7 +109,7 @@ async def test_reconnect_through_another_api_replica(
     other = services.api()
     kernel_id = await start_kernel(stack.api)
     try:
-        seen = await output_while_away(stack.api, other, kernel_id, tmp_path / "done")
+        seen = await output_while_away(stack.api, other, kernel_id, tmp_path)
     finally:
         await kernel_call(stack.api, "DELETE", f"/api/kernels/{kernel_id}")
     texts = [m["content"]["text"] for m in seen if m["header"]["msg_type"] == "stream"]
@@ -120,13 +123,6 @@ async def model(api: ApiProcess, kernel_id: str) -> dict[str, object]:
 
 async def connections(api: ApiProcess, kernel_id: str) -> int:
     return int(str((await model(api, kernel_id))["connections"]))
-
-
-async def wait_until_idle_after(api: ApiProcess, kernel_id: str, marker: Path) -> None:
-    deadline = time.monotonic() + 30
-    while not await idle_after(api, kernel_id, marker):
-        assert time.monotonic() < deadline, "the kernel never became idle after the cell"
-        await asyncio.sleep(0.05)
 
 
 def mtime(path: Path) -> float | None:
@@ -143,10 +139,10 @@ async def idle_after(api: ApiProcess, kernel_id: str, marker: Path) -> bool:
 
 
 async def wait_until_connections(api: ApiProcess, kernel_id: str, n: int) -> None:
-    deadline = time.monotonic() + 20
-    while await connections(api, kernel_id) != n:
-        assert time.monotonic() < deadline, f"connections never became {n}"
-        await asyncio.sleep(0.05)
+    async def counted() -> bool:
+        return await connections(api, kernel_id) == n
+
+    await until(counted, what=f"{n} connections")
 
 
 async def test_connection_counts_follow_open_websockets(stack: Stack) -> None:

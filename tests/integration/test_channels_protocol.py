@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ from channels_support import (
     execute,
     of_request,
     open_socket,
-    start_kernel,
+    started_kernel,
     types,
     ws_url,
 )
@@ -33,8 +34,10 @@ c.send(data={'k': 1}, buffers=[b'\\x00\\x01\\x02', b'xyz'])
 
 
 @pytest.fixture(scope="module")
-async def kernel_id(stack: Stack) -> str:
-    return await start_kernel(stack.api)
+async def kernel_id(stack: Stack) -> AsyncIterator[str]:
+    """One kernel for the module, deleted after it (see `started_kernel`)."""
+    async with started_kernel(stack.api) as kid:
+        yield kid
 
 
 def statuses(msgs: list[Msg]) -> list[str]:

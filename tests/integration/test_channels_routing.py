@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 from channels_support import (
@@ -14,6 +15,7 @@ from channels_support import (
     open_socket,
     request,
     start_kernel,
+    started_kernel,
     types,
 )
 from websockets.exceptions import ConnectionClosed
@@ -24,8 +26,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def kernel_id(stack: Stack) -> str:
-    return await start_kernel(stack.api)
+async def kernel_id(stack: Stack) -> AsyncIterator[str]:
+    """One kernel for the module, deleted after it (see `started_kernel`)."""
+    async with started_kernel(stack.api) as kid:
+        yield kid
 
 
 async def test_replies_go_to_the_sender_and_iopub_to_everyone(stack: Stack, kernel_id: str) -> None:

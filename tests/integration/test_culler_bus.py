@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -34,6 +33,7 @@ from kernelbus.natsserver import NatsServer
 from kernelbus.registry import Registry
 from kernelbus.schemas import event_registry
 from kernelbus.settings import BusSettings
+from kernelbus.testing.waiting import until
 from kernelbus.timefmt import jupyter_timestamp, utcnow
 from kernelbus_culler import activity
 from kernelbus_culler.culling import Culler
@@ -113,14 +113,6 @@ async def fake_worker(kb: Bus, kernel_id: str, shutdowns: list[str]) -> None:
 
     await kb.nc.subscribe(subjects.kernel_command(kernel_id), cb=on_cmd)
     await kb.nc.flush()
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
 
 
 async def test_idle_kernel_is_culled_with_event(kb: Bus) -> None:

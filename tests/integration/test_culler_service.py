@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from kernelbus.processes import ServiceProcess, wait_for
 from kernelbus.registry import Registry
 from kernelbus.settings import BusSettings
 from kernelbus.testing.plugin import ApiProcess, Services
+from kernelbus.testing.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -121,19 +121,6 @@ async def start_kernel(api: ApiProcess) -> str:
 async def kernel_status(api: ApiProcess, kernel_id: str) -> int:
     async with httpx.AsyncClient(base_url=api.url, headers=api.headers, timeout=60) as http:
         return (await http.get(f"/api/kernels/{kernel_id}")).status_code
-
-
-async def until(condition: Callable[[], Any], timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what or condition}")
-        await asyncio.sleep(0.1)
 
 
 async def until_gone(api: ApiProcess, kernel_id: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kernelbus import natsserver
 from kernelbus.processes import ServiceProcess, wait_for
 from kernelbus.testing.plugin import ApiProcess, Services
 
@@ -33,15 +34,20 @@ Span = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, nats_url: str
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ServiceProcess, ApiProcess]]:
-    started = Services(tmp_path_factory.mktemp("telemetry"), nats_url)
+    """On a nats-server of their own, so the kernels this api starts land on this worker
+    whatever other tests' workers hold."""
+    root = tmp_path_factory.mktemp("telemetry")
+    server = natsserver.start(root / "nats", log_file=root / "nats.log")
+    started = Services(root, server.url)
     try:
         worker = started.worker(OBSERVED)
         api = started.api(OBSERVED)
         yield worker, api
     finally:
         started.stop_all()
+        server.stop()
 
 
 def json_lines(process: ServiceProcess) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -27,6 +27,7 @@ from kernelbus.models import KernelRecord
 from kernelbus.registry import Registry
 from kernelbus.testing.busclient import BusConnection
 from kernelbus.testing.plugin import Services
+from kernelbus.testing.waiting import FileGate, until
 
 pytestmark = pytest.mark.integration
 
@@ -77,18 +78,6 @@ def pid_alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     return state != "Z"
-
-
-async def until(
-    condition: Callable[[], Awaitable[bool]], timeout: float = 30, what: str = "condition"
-) -> None:
-    """Poll state that lives in another process (the registry) until it holds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not await condition():  # noqa: ASYNC110 - remote state has no local event
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what}")
 
 
 async def test_heartbeat_announces_capacity_and_kernelspecs(services: Services, nc: Client) -> None:
@@ -364,37 +353,35 @@ async def test_kernelspec_provisioner_stanza_is_honoured(
     await shutdown(nc, record.id)
 
 
+async def gated_cell(conn: BusConnection, gate: FileGate, code: str) -> str:
+    """Send a cell that runs `code` only once `gate` is opened; its msg_id, once it started."""
+    msg_id = await conn.send("execute_request", {"code": gate.wait_code() + code})
+    await conn.next_matching(lambda m: m.msg_type == "execute_input")
+    return msg_id
+
+
 async def test_reconnecting_session_gets_output_produced_meanwhile(
-    services: Services, nc: Client
+    services: Services, nc: Client, tmp_path: Path
 ) -> None:
     wid = worker_id()
     services.worker({"KERNELBUS_WORKER_ID": wid})
     record = await start(nc, wid)
     conn = BusConnection(nc, record.id, session_id="session-a")
     await conn.attach()
-    msg_id = await conn.send(
-        "execute_request", {"code": "import time; time.sleep(1); print('while away')"}
-    )
-    await conn.next_matching(lambda m: m.msg_type == "execute_input")
-    finished = asyncio.Event()
-
-    async def on_iopub(msg: object) -> None:
-        data = getattr(msg, "data", b"")
-        if b'"idle"' in data and msg_id.encode() in data:
-            finished.set()
-
-    sub = await nc.subscribe(subjects.kernel_iopub(record.id), cb=on_iopub)
+    gate = FileGate(tmp_path / "detached")
+    msg_id = await gated_cell(conn, gate, "print('while away')")
+    finished = await idle_after(nc, record.id, msg_id)
     await conn.detach()
+    gate.open()  # the output is produced while no connection is attached
     await asyncio.wait_for(finished.wait(), 30)
-    await sub.unsubscribe()
     back = BusConnection(nc, record.id, session_id="session-a")
-    data = await back.attach()
-    assert data["replayed"] >= 3
+    reply = await back.attach()
+    assert reply.replayed >= 3
     seen = await back.until_done(msg_id)
     assert any(m.msg_type == "stream" and "while away" in m.content["text"] for m in seen)
     assert any(m.msg_type == "execute_reply" for m in seen)
     other = BusConnection(nc, record.id, session_id="session-b")
-    assert (await other.attach())["replayed"] == 0
+    assert (await other.attach()).replayed == 0
     await shutdown(nc, record.id)
 
 
@@ -438,18 +425,19 @@ async def test_successor_marks_kernels_that_died_meanwhile_dead(
 
 
 async def test_reply_to_a_request_sent_before_a_reconnect_reaches_the_new_connection(
-    services: Services, nc: Client
+    services: Services, nc: Client, tmp_path: Path
 ) -> None:
     wid = worker_id()
     services.worker({"KERNELBUS_WORKER_ID": wid})
     record = await start(nc, wid)
     conn = BusConnection(nc, record.id, session_id="session-r")
     await conn.attach()
-    msg_id = await conn.send("execute_request", {"code": "import time; time.sleep(1); 6*7"})
-    await conn.next_matching(lambda m: m.msg_type == "execute_input")
+    gate = FileGate(tmp_path / "reconnected")
+    msg_id = await gated_cell(conn, gate, "6*7")
     await conn.detach()
     back = BusConnection(nc, record.id, session_id="session-r")
     await back.attach()
+    gate.open()  # the reply is produced only once the new connection is attached
     seen = await back.until_done(msg_id)
     assert any(m.msg_type == "execute_reply" and m.content["status"] == "ok" for m in seen)
     await shutdown(nc, record.id)
@@ -507,24 +495,25 @@ async def idle_after(nc: Client, kernel_id: str, msg_id: str) -> asyncio.Event:
 
 @pytest.mark.parametrize("check_interval", ["0.2", "60"], ids=["noticed", "reconnected-first"])
 async def test_output_sent_to_a_crashed_api_replica_reaches_the_client_that_comes_back(
-    services: Services, nc: Client, check_interval: str
+    services: Services, nc: Client, check_interval: str, tmp_path: Path
 ) -> None:
     """An api replica dies without detaching. Either the worker notices (its periodic ping finds
     no responder) and buffers, or the client comes back through another replica first; both
     ways the client gets the output it was owed."""
     wid = worker_id()
-    services.worker(
+    worker = services.worker(
         {"KERNELBUS_WORKER_ID": wid, "KERNELBUS_WORKER_API_CHECK_INTERVAL": check_interval}
     )
     record = await start(nc, wid)
     first = BusConnection(nc, record.id, session_id="session-c")
     await first.attach()
-    msg_id = await first.send(
-        "execute_request", {"code": "import time; time.sleep(1); print('owed')"}
-    )
-    await first.next_matching(lambda m: m.msg_type == "execute_input")
+    gate = FileGate(tmp_path / "crashed")
+    msg_id = await gated_cell(first, gate, "print('owed')")
     finished = await idle_after(nc, record.id, msg_id)
     await first.crash()
+    if check_interval == "0.2":  # the output comes after the worker noticed the loss
+        await until(lambda: f"api {first.api_instance} is gone" in worker.log(), what="noticed")
+    gate.open()
     await asyncio.wait_for(finished.wait(), 30)
     back = BusConnection(nc, record.id, session_id="session-c")
     await back.attach()

@@ -18,6 +18,7 @@ from kernelbus.models import KernelRecord
 from kernelbus.registry import Registry
 from kernelbus.testing.busclient import BusConnection
 from kernelbus.testing.plugin import Services
+from kernelbus.testing.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +92,28 @@ async def test_a_kernel_restarted_before_its_worker_crashed_is_readopted(
     assert stored is not None and stored.pid == restarted.pid != record.pid
     assert stored.execution_state != "dead", stored.reason
     assert await _printed(nc, record.id, "print(kept)") == "7\n"
+    await bus.request(
+        nc, subjects.kernel_command(record.id), ShutdownKernel(kernel_id=record.id), 30
+    )
+
+
+async def test_a_warm_pool_kernel_keeps_the_claimed_env_across_a_restart(
+    services: Services, nc: Client
+) -> None:
+    wid = f"w-{uuid.uuid4().hex[:8]}"
+    services.worker({"KERNELBUS_WORKER_ID": wid, "KERNELBUS_WORKER_POOL": "python3=1"})
+    registry = await Registry.open(nc.jetstream())
+
+    async def pool_full() -> bool:
+        workers = {w.worker_id: w for w in await registry.live_workers()}
+        return wid in workers and workers[wid].pooled_kernels.get("python3", 0) >= 1
+
+    await until(pool_full, 60, "the warm pool to fill")
+    record = await _start(nc, wid, {"KERNEL_FLAVOUR": "lime"})
+    code = "import os; print(os.environ['KERNEL_FLAVOUR'])"
+    assert await _printed(nc, record.id, code) == "lime\n"
+    await _restart(nc, record.id)
+    assert await _printed(nc, record.id, code) == "lime\n"
     await bus.request(
         nc, subjects.kernel_command(record.id), ShutdownKernel(kernel_id=record.id), 30
     )

@@ -50,3 +50,11 @@ def test_unknown_spec_on_every_worker() -> None:
 def test_full_workers_are_unavailable() -> None:
     with pytest.raises(NoWorkerAvailable, match="full"):
         choose_worker([_worker("a", 2, 2), _worker("b", 1, 1)], "python3")
+
+
+def test_a_warm_kernel_of_the_spec_beats_more_free_slots() -> None:
+    warm = _worker("w", 4, 3).model_copy(update={"pooled_kernels": {"python3": 1}})
+    other_spec_warm = _worker("x", 4, 3).model_copy(update={"pooled_kernels": {"r": 2}})
+    workers = [_worker("a", 10, 0), warm, other_spec_warm]
+    assert choose_worker(workers, "python3").worker_id == "w"
+    assert choose_worker([_worker("a", 10, 0), other_spec_warm], "python3").worker_id == "a"

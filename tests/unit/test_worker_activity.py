@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kernelbus_worker.activity import DEFAULT_UNTRACKED, Activity
 from kernelbus_worker.settings import WorkerSettings
 
@@ -62,3 +64,17 @@ def test_the_untracked_types_are_a_setting() -> None:
 def test_kernel_working_dir_is_opt_in() -> None:
     assert WorkerSettings().use_kernel_working_dir is False
     assert WorkerSettings(use_kernel_working_dir=True).use_kernel_working_dir is True
+
+
+@pytest.mark.parametrize("parent", ["kernel_info_request", "comm_info_request", "debug_request"])
+def test_untracked_requests_neither_count_nor_make_busy(parent: str) -> None:
+    activity = Activity(execution_state="idle")
+    assert activity.observe("status", parent, "busy") == (False, False)
+    assert activity.execution_state == "idle"
+    assert activity.observe("status", parent, "idle") == (False, False)
+
+
+def test_a_status_without_a_state_changes_nothing() -> None:
+    activity = Activity(execution_state="idle")
+    assert activity.observe("status", "execute_request", None) == (True, False)
+    assert activity.execution_state == "idle"

@@ -9,7 +9,7 @@ import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import nats
 import nats.errors
@@ -31,13 +31,14 @@ from kernelbus.errors import (
     PayloadTooLarge,
     error_for,
 )
-from kernelbus.messages import CommandError, KernelReply, reply_adapter
+from kernelbus.messages import CommandError, KernelReply, OkReply
 from kernelbus.settings import BusSettings
 from kernelbus.telemetry import handler_span, request_span
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R", bound=OkReply)
 
 DEFAULT_INBOX_PREFIX = "_INBOX"
 _ROLE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -180,13 +181,24 @@ async def _ensure_stream(js: JetStreamContext, spec: subjects.StreamSpec) -> Non
         await js.stream_info(spec.name)
 
 
+@overload
+async def request(nc: Client, subject: str, command: BaseModel, timeout: float) -> KernelReply: ...
+
+
+@overload
+async def request(
+    nc: Client, subject: str, command: BaseModel, timeout: float, reply_type: type[R]
+) -> R: ...
+
+
 async def request(
     nc: Client,
     subject: str,
     command: BaseModel,
     timeout: float,
-) -> KernelReply:
-    """Send a command; return its `KernelReply` or raise the typed error it names.
+    reply_type: type[OkReply] = KernelReply,
+) -> OkReply:
+    """Send a command; return its reply as `reply_type` or raise the typed error it names.
 
     No responder → `NoWorkerAvailable` at once (safe to retry). Timeout → `BusTimeout`
     (someone may have acted: retry only idempotent commands).
@@ -202,18 +214,21 @@ async def request(
     except nats.errors.MaxPayloadError as exc:
         raise PayloadTooLarge(str(exc)) from exc
     try:
-        reply = reply_adapter.validate_json(msg.data)
+        error = CommandError.model_validate_json(msg.data)
+    except ValidationError:
+        pass  # not an error reply: it must then be a `reply_type`
+    else:
+        raise error_for(error.code, error.message)
+    try:
+        return reply_type.model_validate_json(msg.data)
     except ValidationError as exc:
         raise KernelbusError(f"malformed reply on {subject}: {exc.error_count()} errors") from exc
-    if isinstance(reply, CommandError):
-        raise error_for(reply.code, reply.message)
-    return reply
 
 
-Handler = Callable[[M, Msg], Awaitable[KernelReply]]
+Handler = Callable[[M, Msg], Awaitable[OkReply]]
 
 
-async def respond(msg: Msg, reply: KernelReply | CommandError) -> None:
+async def respond(msg: Msg, reply: OkReply | CommandError) -> None:
     if msg.reply:
         await msg.respond(reply.model_dump_json().encode())
 
@@ -236,7 +251,7 @@ def responder(parse: Callable[[bytes], M], handler: Handler[M]) -> Callable[[Msg
 
 async def _answer(
     msg: Msg, parse: Callable[[bytes], M], handler: Handler[M], span: Span
-) -> KernelReply | CommandError:
+) -> OkReply | CommandError:
     try:
         command = parse(msg.data)
     except (ValidationError, ValueError) as exc:

@@ -47,6 +47,22 @@ SOURCE_HEADER = "Kb-Source"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 
+_PAST = {"start": "started", "interrupt": "interrupted", "restart": "restarted"}
+
+
+def kernel_action(
+    action: str, kernel_id: str, kernel_name: str, error: BaseException | None = None
+) -> dict[str, Any]:
+    """A `kernel_actions` payload worded exactly as jupyter_server words it: success with
+    "Kernel <id> was <past tense>." (`shutdown` stays `shutdown`), or error with the message."""
+    data: dict[str, Any] = {"action": action, "kernel_id": kernel_id, "kernel_name": kernel_name}
+    if error is None:
+        data.update(status="success", msg=f"Kernel {kernel_id} was {_PAST.get(action, action)}.")
+    else:
+        data.update(status="error", msg=str(error) or type(error).__name__)
+    return data
+
+
 class UnknownSchema(ValueError):
     """`emit` was called with a schema id that is not in `schemas/events`."""
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 import itertools
 import json
 import struct
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 CHANNELS = frozenset({"shell", "iopub", "control", "stdin"})
 V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
+PROTOCOL_VERSION = "5.4"
+"""The Jupyter messaging protocol version of the messages Kernelbus writes itself (the one
+jupyter_client's `Session` writes in the worker; a unit test keeps the two equal)."""
 
 
 class FrameError(ValueError):
@@ -52,6 +56,33 @@ def unpack_v1(frame: bytes) -> tuple[str, list[bytes]]:
         raise FrameError(f"unknown channel {channel!r}")
     parts = [frame[a:b] for a, b in itertools.pairwise(offsets[1:])]
     return channel, parts
+
+
+def message_frame(
+    channel: str,
+    msg_type: str,
+    content: dict[str, Any],
+    *,
+    session: str,
+    parent_header: dict[str, Any] | None = None,
+    msg_id: str | None = None,
+) -> bytes:
+    """A Jupyter message Kernelbus writes itself (not a kernel's), as one bus frame.
+
+    The one place such headers are built: username `kernelbus`, an ISO date with a `Z`, and
+    `PROTOCOL_VERSION`. The worker's kernel-facing messages go through jupyter_client's
+    `Session` instead, which signs them for the kernel.
+    """
+    header = {
+        "msg_id": msg_id or uuid.uuid4().hex,
+        "msg_type": msg_type,
+        "username": "kernelbus",
+        "session": session,
+        "date": iso_date(datetime.now(UTC)),
+        "version": PROTOCOL_VERSION,
+    }
+    parts = [header, parent_header or {}, {}, content]
+    return pack_v1(channel, [json.dumps(part).encode() for part in parts])
 
 
 # --- legacy (JSON text, or the binary framing for messages with buffers) -------------------

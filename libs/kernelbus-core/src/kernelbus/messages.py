@@ -8,16 +8,16 @@ JSON Schemas of these models are generated into `schemas/bus/` (`python -m kerne
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from kernelbus.errors import ErrorCode
 from kernelbus.models import KernelRecord
 
-KernelId = Annotated[
-    str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-]
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+"""Kernel (and session) ids: lower-case UUIDs, as jupyter_server makes them."""
+KernelId = Annotated[str, Field(pattern=UUID_PATTERN)]
 KernelName = Annotated[str, Field(pattern=r"^[\w.\-%]+$", max_length=255)]
 
 
@@ -86,24 +86,60 @@ class GetResource(_Command):
         return value
 
 
-class AttachConnection(_Command):
-    """A websocket connection opened (or closed) on a kernel, for routing and buffering."""
+ConnId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=128)]
 
-    command: Literal["attach", "detach"] = "attach"
+
+class AttachConnection(_Command):
+    """A websocket connection opened on a kernel: route its replies, replay what its session
+    is owed. Answered with `AttachReply`."""
+
+    command: Literal["attach"] = "attach"
     kernel_id: KernelId
-    conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=128)]
+    conn_id: ConnId
     session_id: Annotated[str, Field(max_length=256)]
     api_instance: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=128)]
 
 
-class KernelReply(BaseModel):
-    """Success: the kernel's registry record after the command."""
+class DetachConnection(_Command):
+    """A websocket connection closed: if it was the kernel's last, its session starts
+    buffering. Answered with `KernelReply`."""
+
+    command: Literal["detach"] = "detach"
+    kernel_id: KernelId
+    conn_id: ConnId
+
+
+ConnectionCommand = Annotated[AttachConnection | DetachConnection, Field(discriminator="command")]
+connection_command_adapter: TypeAdapter[AttachConnection | DetachConnection] = TypeAdapter(
+    ConnectionCommand
+)
+
+
+class OkReply(BaseModel):
+    """Success; each command's reply model below says what comes with it."""
 
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["ok"] = "ok"
+
+
+class KernelReply(OkReply):
+    """Success: the kernel's registry record after the command."""
+
     kernel: KernelRecord | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class AttachReply(KernelReply):
+    """Attached: `replayed` buffered messages follow on the connection's subject."""
+
+    replayed: int = Field(default=0, ge=0)
+
+
+class ResourceReply(OkReply):
+    """One kernelspec resource file (`GetResource`)."""
+
+    content_b64: str
+    mime: str
 
 
 class CommandError(BaseModel):
@@ -114,7 +150,3 @@ class CommandError(BaseModel):
     status: Literal["error"] = "error"
     code: ErrorCode
     message: str
-
-
-Reply = Annotated[KernelReply | CommandError, Field(discriminator="status")]
-reply_adapter: TypeAdapter[KernelReply | CommandError] = TypeAdapter(Reply)

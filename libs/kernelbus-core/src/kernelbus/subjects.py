@@ -51,8 +51,13 @@ def api_ping(api_instance: str) -> str:
 
 
 def kernel_input(kernel_id: str) -> str:
-    """Client-to-kernel Jupyter messages (one NATS message per Jupyter message)."""
+    """Client-to-kernel Jupyter messages (one NATS message per Jupyter message), each with the
+    sending connection's id in the `CONN_HEADER` header."""
     return f"{PREFIX}.kernel.{_token(kernel_id)}.in"
+
+
+CONN_HEADER = "KB-Conn"
+"""Header of a `kernel_input` message: the conn_id its replies are routed back to."""
 
 
 def kernel_iopub(kernel_id: str) -> str:

@@ -6,13 +6,12 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Path, Request
 
+from kernelbus.messages import UUID_PATTERN
 from kernelbus.registry import Registry
 from kernelbus_api.kernels import Kernels
 from kernelbus_api.sessions import Sessions
 from kernelbus_api.settings import ApiSettings
 from kernelbus_api.state import AppState
-
-UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 def _state(request: Request) -> AppState:

@@ -164,7 +164,9 @@ class Culler:
         if any(w.worker_id == record.worker_id for w in self.live):
             raise NoWorkerAvailable(f"worker {record.worker_id} did not answer")
         await self.registry.delete_kernel(kernel.kernel_id)
-        await self.emitter.emit(events.KERNEL_ACTIONS, _shutdown_action(kernel))
+        await self.emitter.emit(
+            events.KERNEL_ACTIONS, events.kernel_action("shutdown", kernel.kernel_id, kernel.name)
+        )
         return True
 
 
@@ -177,14 +179,4 @@ def _culled_event(kernel: KernelSnapshot, decision: Decision, culler_id: str) ->
         "idle_seconds": round(decision.idle_seconds, 3),
         "reason": decision.why,
         "culler_id": culler_id,
-    }
-
-
-def _shutdown_action(kernel: KernelSnapshot) -> dict[str, Any]:
-    return {
-        "action": "shutdown",
-        "kernel_id": kernel.kernel_id,
-        "kernel_name": kernel.name,
-        "status": "success",
-        "msg": f"Kernel {kernel.kernel_id} was shutdown.",
     }

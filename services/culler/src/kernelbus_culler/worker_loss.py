@@ -5,19 +5,16 @@ next culling pass shuts them down (and removes their records) when culling is on
 
 from __future__ import annotations
 
-import json
 import logging
-import uuid
 from dataclasses import dataclass, field
 
 import nats.js.errors
 from nats.aio.client import Client
 
 from kernelbus import events, subjects
-from kernelbus.framing import pack_v1
+from kernelbus.framing import message_frame
 from kernelbus.models import KernelRecord
 from kernelbus.registry import Registry
-from kernelbus.timefmt import jupyter_timestamp, utcnow
 from kernelbus_culler.culling import Emitter
 from kernelbus_culler.leases import Leases
 from kernelbus_culler.workers import LostWorker, WorkerTracker
@@ -96,13 +93,4 @@ async def mark_dead(registry: Registry, kernel_id: str, worker_id: str) -> bool:
 
 def dead_status_frame() -> bytes:
     """An iopub `status: dead` frame with an empty parent_header, as a worker generates it."""
-    header = {
-        "msg_id": uuid.uuid4().hex,
-        "msg_type": "status",
-        "username": "kernelbus",
-        "session": "kernelbus-culler",
-        "date": jupyter_timestamp(utcnow()),
-        "version": "5.3",
-    }
-    parts = [header, {}, {}, {"execution_state": "dead"}]
-    return pack_v1("iopub", [json.dumps(part).encode() for part in parts])
+    return message_frame("iopub", "status", {"execution_state": "dead"}, session="kernelbus-culler")

@@ -20,12 +20,16 @@ from kernelbus.errors import BadRequest
 from kernelbus.kernelenv import check_request_env, check_value
 from kernelbus.messages import (
     AttachConnection,
+    AttachReply,
+    DetachConnection,
     GetResource,
     InterruptKernel,
     KernelReply,
+    ResourceReply,
     RestartKernel,
     ShutdownKernel,
     StartKernel,
+    connection_command_adapter,
     kernel_command_adapter,
 )
 from kernelbus_worker import metrics
@@ -35,7 +39,6 @@ from kernelbus_worker.liveness import ApiLiveness
 from kernelbus_worker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
-CONN_HEADER = "KB-Conn"
 
 
 class Handlers:
@@ -81,7 +84,7 @@ class Handlers:
             frame = reassembler.feed(msg.headers, msg.data)
             if frame is not None:
                 metrics.relayed(metrics.TO_KERNEL, len(frame))
-                await kernel.from_client(frame, (msg.headers or {}).get(CONN_HEADER))
+                await kernel.from_client(frame, (msg.headers or {}).get(subjects.CONN_HEADER))
 
         self._kernel_subs[kid] = [
             await self.nc.subscribe(subjects.kernel_input(kid), cb=on_input),
@@ -93,7 +96,9 @@ class Handlers:
             ),
             await self.nc.subscribe(
                 subjects.kernel_attach(kid),
-                cb=self._as_task(bus.responder(bus.parse_with(AttachConnection), self._attach)),
+                cb=self._as_task(
+                    bus.responder(connection_command_adapter.validate_json, self._attach)
+                ),
             ),
         ]
         await self.nc.flush()
@@ -108,8 +113,8 @@ class Handlers:
         revalidate_start(command)
         return KernelReply(kernel=await self.supervisor.start(command))
 
-    async def _resource(self, command: GetResource, msg: Msg) -> KernelReply:
-        return KernelReply(data=self.catalog.resource(command.kernel_name, command.file))
+    async def _resource(self, command: GetResource, msg: Msg) -> ResourceReply:
+        return self.catalog.resource(command.kernel_name, command.file)
 
     async def _command(
         self, command: InterruptKernel | RestartKernel | ShutdownKernel, msg: Msg
@@ -124,11 +129,11 @@ class Handlers:
             record = await self.supervisor.shutdown(command.kernel_id, command.reason)
         return KernelReply(kernel=record)
 
-    async def _attach(self, command: AttachConnection, msg: Msg) -> KernelReply:
+    async def _attach(self, command: AttachConnection | DetachConnection, msg: Msg) -> KernelReply:
         if msg.subject != subjects.kernel_attach(command.kernel_id):
             raise BadRequest("kernel_id does not match the subject")
         kernel = self.supervisor.get(command.kernel_id)
-        if command.command == "detach":
+        if isinstance(command, DetachConnection):
             kernel.detach(command.conn_id)
             return KernelReply(kernel=kernel.record)
         replaced = kernel.same_session(command.session_id)
@@ -139,7 +144,7 @@ class Handlers:
         if owed:
             # Published after the reply; the api holds connection traffic until it accepted.
             self._spawn(self._replay(kernel, command.conn_id, owed))
-        return KernelReply(kernel=kernel.record, data={"replayed": len(owed)})
+        return AttachReply(kernel=kernel.record, replayed=len(owed))
 
     async def _recover(self, kernel: ManagedKernel, stale: Attached, conn_id: str) -> None:
         """A client came back through another api replica while its old connection looked

@@ -12,6 +12,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
 from kernelbus.errors import NoSuchKernelspec, NoSuchResource
+from kernelbus.messages import ResourceReply
 from kernelbus.models import KernelspecInfo
 
 RESOURCE_PREFIXES = ("logo-",)
@@ -63,7 +64,7 @@ class Catalog:
             )
         return infos
 
-    def resource(self, name: str, file: str) -> dict[str, Any]:
+    def resource(self, name: str, file: str) -> ResourceReply:
         """A resource file's bytes (base64) and MIME type; only logo-*, kernel.js, kernel.css."""
         spec = self.spec(name)
         if file not in _resources(spec):
@@ -72,7 +73,7 @@ class Catalog:
         with open(path, "rb") as handle:
             content = handle.read()
         mime = mimetypes.guess_type(file)[0] or "application/octet-stream"
-        return {"content_b64": base64.b64encode(content).decode(), "mime": mime}
+        return ResourceReply(content_b64=base64.b64encode(content).decode(), mime=mime)
 
 
 def _spec_dict(spec: KernelSpec) -> dict[str, Any]:

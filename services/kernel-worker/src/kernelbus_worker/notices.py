@@ -10,13 +10,6 @@ from kernelbus.events import EventPublisher
 from kernelbus.timefmt import jupyter_timestamp
 from kernelbus_worker.kernel import ManagedKernel
 
-_PAST = {
-    "start": "started",
-    "interrupt": "interrupted",
-    "restart": "restarted",
-    "shutdown": "shutdown",
-}
-
 
 class KernelNotices:
     def __init__(self, publisher: EventPublisher, worker_id: str) -> None:
@@ -27,16 +20,10 @@ class KernelNotices:
         self, action: str, kernel: ManagedKernel, error: BaseException | None = None
     ) -> None:
         """`kernel_actions` exactly as jupyter_server words it (success, or error with msg)."""
-        data: dict[str, Any] = {
-            "action": action,
-            "kernel_id": kernel.id,
-            "kernel_name": kernel.record.name,
-        }
-        if error is None:
-            data.update(status="success", msg=f"Kernel {kernel.id} was {_PAST[action]}.")
-        else:
+        data = events.kernel_action(action, kernel.id, kernel.record.name, error)
+        if error is not None:
             # Only automatic restarts fail here: the api reports the actions it was asked for.
-            data.update(status="error", status_code=500, msg=str(error) or type(error).__name__)
+            data["status_code"] = 500
         await self._emit(events.KERNEL_ACTIONS, data, kernel)
 
     async def activity(self, kernel: ManagedKernel) -> None:

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from kernelbus import chunking, subjects
 from kernelbus.bus import request
 from kernelbus.framing import pack_v1, unpack_v1
-from kernelbus.messages import AttachConnection
+from kernelbus.messages import AttachConnection, AttachReply, DetachConnection
 
 
 @dataclass
@@ -41,7 +41,7 @@ class BusConnection:
     inbox: asyncio.Queue[Received] = field(default_factory=asyncio.Queue)
     session: Session = field(default_factory=Session)
 
-    async def attach(self) -> dict[str, Any]:
+    async def attach(self) -> AttachReply:
         reassembler = chunking.Reassembler()
 
         async def on_msg(msg: Msg) -> None:
@@ -68,13 +68,19 @@ class BusConnection:
             await self.nc.subscribe(subjects.api_ping(self.api_instance), cb=pong),
         ]
         await self.nc.flush()
-        reply = await request(
-            self.nc, subjects.kernel_attach(self.kernel_id), self._attach("attach"), 10
+        attach = AttachConnection(
+            kernel_id=self.kernel_id,
+            conn_id=self.conn_id,
+            session_id=self.session_id,
+            api_instance=self.api_instance,
         )
-        return reply.data
+        return await request(
+            self.nc, subjects.kernel_attach(self.kernel_id), attach, 10, AttachReply
+        )
 
     async def detach(self) -> None:
-        await request(self.nc, subjects.kernel_attach(self.kernel_id), self._attach("detach"), 10)
+        detach = DetachConnection(kernel_id=self.kernel_id, conn_id=self.conn_id)
+        await request(self.nc, subjects.kernel_attach(self.kernel_id), detach, 10)
         await self.crash()
 
     async def crash(self) -> None:
@@ -82,15 +88,6 @@ class BusConnection:
         for sub in self._subs:
             await sub.unsubscribe()
         await self.nc.flush()
-
-    def _attach(self, command: str) -> AttachConnection:
-        return AttachConnection(
-            command=command,  # type: ignore[arg-type]
-            kernel_id=self.kernel_id,
-            conn_id=self.conn_id,
-            session_id=self.session_id,
-            api_instance=self.api_instance,
-        )
 
     async def send(self, msg_type: str, content: dict[str, Any], channel: str = "shell") -> str:
         msg = self.session.msg(msg_type, content=content)
@@ -104,7 +101,7 @@ class BusConnection:
         await self.nc.publish(
             subjects.kernel_input(self.kernel_id),
             pack_v1(channel, parts),
-            headers={"KB-Conn": self.conn_id},
+            headers={subjects.CONN_HEADER: self.conn_id},
         )
         return str(msg["header"]["msg_id"])
 

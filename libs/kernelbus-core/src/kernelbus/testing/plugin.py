@@ -50,6 +50,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     reaper.kill_new_children(set())  # whatever a session fixture left behind
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The random order's seed, also under `-q` (which hides pytest-randomly's header line),
+    so that an order-dependent failure can be replayed."""
+    seed = getattr(terminalreporter.config.option, "randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(
+            f"tests ran in random order; replay it with -p randomly --randomly-seed={seed}"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """Kill, by pid, every process a test started and did not stop, even when it failed.

@@ -14,13 +14,11 @@ from typing import Any
 from kernelbus.framing import (
     FrameError,
     header_of,
-    iso_date,
     legacy_to_v1,
-    pack_v1,
+    message_frame,
     unpack_v1,
     v1_to_legacy,
 )
-from kernelbus.timefmt import utcnow
 
 
 class FrameTooLarge(FrameError):
@@ -82,17 +80,14 @@ def parent_of(parts: list[bytes]) -> dict[str, Any]:
 
 def stderr_notice(text: str, parent_header: dict[str, Any], session: str) -> bytes:
     """An iopub `stream` stderr message, as jupyter_server's `write_stderr` builds it."""
-    header = {
-        "msg_id": f"{session}_{os.getpid()}_{uuid.uuid4().hex[:8]}",
-        "msg_type": "stream",
-        "username": "kernelbus",
-        "session": session,
-        "date": iso_date(utcnow()),
-        "version": "5.4",
-    }
-    content = {"text": text + "\n", "name": "stderr"}
-    parts = [json.dumps(p).encode() for p in (header, parent_header, {}, content)]
-    return pack_v1("iopub", parts)
+    return message_frame(
+        "iopub",
+        "stream",
+        {"text": text + "\n", "name": "stderr"},
+        session=session,
+        parent_header=parent_header,
+        msg_id=f"{session}_{os.getpid()}_{uuid.uuid4().hex[:8]}",
+    )
 
 
 def without_buffers(parts: list[bytes]) -> list[bytes]:

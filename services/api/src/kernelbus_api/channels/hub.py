@@ -13,15 +13,13 @@ from starlette.types import ASGIApp
 
 from kernelbus import bus, chunking, subjects
 from kernelbus.framing import pack_v1
-from kernelbus.messages import AttachConnection, KernelReply
+from kernelbus.messages import AttachConnection, AttachReply, DetachConnection
 from kernelbus_api.channels.connection import Connection
 from kernelbus_api.channels.counts import ConnectionCounts
 from kernelbus_api.channels.feeds import KernelFeeds
 from kernelbus_api.state import AppState
 
 log = logging.getLogger(__name__)
-
-CONN_HEADER = "KB-Conn"
 
 
 @dataclass
@@ -51,12 +49,12 @@ class Hub:
             await self.feeds.join(conn)
         try:
             await self.state.nc.flush()
-            reply = await self._attach(conn, "attach")
+            reply = await self._attach(conn)
         except BaseException:  # nothing stays subscribed for a connection that never opened
             await self._unsubscribe(conn)
             raise
         await self.counts.add(conn.kernel_id)
-        conn.log.info("websocket attached (replayed %s)", reply.data.get("replayed", 0))
+        conn.log.info("websocket attached (replayed %s)", reply.replayed)
 
     async def close(self, conn: Connection) -> None:
         """Detach (the worker starts buffering if it was the last), then unsubscribe.
@@ -65,7 +63,7 @@ class Hub:
         """
         await self.counts.remove(conn.kernel_id)
         try:
-            await self._attach(conn, "detach")
+            await self._detach(conn)
         except Exception as exc:
             conn.log.warning("detach failed: %s", exc)
         try:
@@ -79,7 +77,7 @@ class Hub:
         payload = pack_v1(channel, parts)
         for headers, data in chunking.split(payload, self.state.nc.max_payload):
             await self.state.nc.publish(
-                subject, data, headers={**headers, CONN_HEADER: conn.conn_id}
+                subject, data, headers={**headers, subjects.CONN_HEADER: conn.conn_id}
             )
 
     def _replace_stale(self, conn: Connection) -> None:
@@ -89,20 +87,21 @@ class Hub:
             stale.close_soon(1000, "replaced by a new connection")
         self.sessions[conn.session_key] = conn
 
-    async def _attach(self, conn: Connection, command: str) -> KernelReply:
-        message = AttachConnection.model_validate(
-            {
-                "command": command,
-                "kernel_id": conn.kernel_id,
-                "conn_id": conn.conn_id,
-                "session_id": conn.session_id,
-                "api_instance": self.state.settings.api_instance,
-            }
+    async def _attach(self, conn: Connection) -> AttachReply:
+        message = AttachConnection(
+            kernel_id=conn.kernel_id,
+            conn_id=conn.conn_id,
+            session_id=conn.session_id,
+            api_instance=self.state.settings.api_instance,
         )
         subject = subjects.kernel_attach(conn.kernel_id)
-        return await bus.request(
-            self.state.nc, subject, message, self.state.settings.request_timeout
-        )
+        timeout = self.state.settings.request_timeout
+        return await bus.request(self.state.nc, subject, message, timeout, AttachReply)
+
+    async def _detach(self, conn: Connection) -> None:
+        message = DetachConnection(kernel_id=conn.kernel_id, conn_id=conn.conn_id)
+        subject = subjects.kernel_attach(conn.kernel_id)
+        await bus.request(self.state.nc, subject, message, self.state.settings.request_timeout)
 
     async def _unsubscribe(self, conn: Connection) -> None:
         if self.sessions.get(conn.session_key) is conn:

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from kernelbus import bus, subjects
 from kernelbus.errors import InternalError, NoWorkerAvailable
-from kernelbus.messages import GetResource
+from kernelbus.messages import GetResource, ResourceReply
 from kernelbus_api import kernelspecs as specs
 from kernelbus_api.auth import require_token
 from kernelbus_api.deps import KernelRegistry, Settings, State
@@ -90,17 +90,18 @@ async def _fetch(state: State, holders: list[Any], command: GetResource) -> tupl
     for worker in holders:
         subject = subjects.worker_resource(worker.worker_id)
         try:
-            reply = await bus.request(state.nc, subject, command, state.settings.request_timeout)
+            timeout = state.settings.request_timeout
+            reply = await bus.request(state.nc, subject, command, timeout, ResourceReply)
         except NoWorkerAvailable:
             continue
-        return _decode(reply.data, command.file)
+        return _decode(reply, command.file)
     raise NoWorkerAvailable(f"no live worker serves kernelspec {command.kernel_name}")
 
 
-def _decode(data: dict[str, Any], file: str) -> tuple[bytes, str]:
+def _decode(reply: ResourceReply, file: str) -> tuple[bytes, str]:
     try:
-        content = base64.b64decode(str(data["content_b64"]), validate=True)
-    except (KeyError, binascii.Error) as exc:
+        content = base64.b64decode(reply.content_b64, validate=True)
+    except binascii.Error as exc:
         raise InternalError("a worker sent a malformed resource reply") from exc
-    mime = str(data.get("mime") or mimetypes.guess_type(file)[0] or "application/octet-stream")
+    mime = reply.mime or mimetypes.guess_type(file)[0] or "application/octet-stream"
     return content, mime

@@ -12,9 +12,10 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, Response
 
 from kernelbus.errors import NoSuchKernelspec
+from kernelbus.messages import UUID_PATTERN
 from kernelbus_api.auth import bound_user, require_token
 from kernelbus_api.body import json_body, openapi_body
-from kernelbus_api.deps import UUID_PATTERN, SessionManager, Settings
+from kernelbus_api.deps import SessionManager, Settings
 from kernelbus_api.errors import error_response
 from kernelbus_api.models import ErrorModel, SessionBody, SessionModel
 
