@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
@@ -31,7 +31,7 @@ from kernelbus.registry import Registry
 from kernelbus_api.admission import Admission
 from kernelbus_api.kernel_env import kernel_env
 from kernelbus_api.models import StartKernelBody
-from kernelbus_api.placement import choose_worker
+from kernelbus_api.placement import Placements
 from kernelbus_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class Kernels:
     nc: Client
     registry: Registry
     admission: Admission
+    placements: Placements = field(default_factory=Placements)
 
     async def model(self, record: KernelRecord) -> dict[str, Any]:
         return record.jupyter_model(await self.registry.connections_of(record.id))
@@ -66,10 +67,13 @@ class Kernels:
         if body.kernel_id and (existing := await self.registry.get_kernel(body.kernel_id)):
             return existing
         command = self._start_command(body)
-        worker = choose_worker(await self.registry.live_workers(), command.kernel_name)
+        workers = await self.registry.live_workers()
+        # No await between choosing and counting the start: a burst sees every earlier start.
+        worker = self.placements.choose(workers, command.kernel_name)
         timeout = command.launch_timeout + _REPLY_PAD
-        async with self.admission.reserve(command.kernel_id, command.username, timeout):
-            reply = await self._send_start(worker.worker_id, command, timeout)
+        with self.placements.placed(worker.worker_id, command.kernel_name):
+            async with self.admission.reserve(command.kernel_id, command.username, timeout):
+                reply = await self._send_start(worker.worker_id, command, timeout)
         if reply.kernel is None:
             raise InternalError("the worker's start reply carried no kernel")
         return reply.kernel
