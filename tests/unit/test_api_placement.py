@@ -100,6 +100,9 @@ def test_a_finished_start_counts_until_the_next_heartbeat_can_show_it() -> None:
 def test_pending_starts_fill_a_worker() -> None:
     placements = Placements(clock=_Clock())
     snapshot = [_worker("a", 2, 0)]
-    with placements.placed("a", "python3"), placements.placed("a", "python3"):
-        with pytest.raises(NoWorkerAvailable, match="full"):
-            placements.choose(snapshot, "python3")
+    with (
+        placements.placed("a", "python3"),
+        placements.placed("a", "python3"),
+        pytest.raises(NoWorkerAvailable, match="full"),
+    ):
+        placements.choose(snapshot, "python3")

@@ -85,7 +85,8 @@ class Placements:
             for p in mine:
                 if pooled.get(p.kernel_name):
                     pooled[p.kernel_name] -= 1
-            update = {"running_kernels": worker.running_kernels + len(mine), "pooled_kernels": pooled}
+            running = worker.running_kernels + len(mine)
+            update = {"running_kernels": running, "pooled_kernels": pooled}
             adjusted.append(worker.model_copy(update=update))
         return adjusted
 
