@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test install lock readme lint typecheck unit integration bench schemas clean
+.PHONY: run test install lock readme lint typecheck unit integration bench schemas clean compose-test
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -42,6 +42,11 @@ typecheck: install
 
 test: lint typecheck
 	bash scripts/pytest.sh
+
+# The compose stack for real (tests/e2e/test_compose.py; also part of `make test`): installs
+# and starts a Docker engine if needed and builds the images offline (scripts/compose-env.sh).
+compose-test: install
+	bash scripts/pytest.sh tests/e2e/test_compose.py -s
 
 bench: install
 	$(VENV)/bin/python bench/roundtrip.py

@@ -70,9 +70,10 @@ ensure_compose() {
 ensure_engine() {
   docker info >/dev/null 2>&1 && return
   is_root || no_engine "no running Docker engine and not root to start dockerd"
-  log "starting dockerd (log: $CACHE/dockerd.log; left running afterwards)"
   nohup dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null &
   echo $! >"$CACHE/dockerd.pid"
+  # Parsed by tests/e2e/test_compose.py, which stops the engine it had started.
+  log "started dockerd pid $! (log: $CACHE/dockerd.log; left running afterwards)"
   for _ in $(seq 120); do
     docker info >/dev/null 2>&1 && return
     kill -0 "$(cat "$CACHE/dockerd.pid")" 2>/dev/null || break
