@@ -19,7 +19,8 @@
 #      and only two build arguments: PYTHON_IMAGE and WHEELS_URL
 #
 # Environment: KERNELBUS_CI_CACHE (default /var/cache/kernelbus-ci), COMPOSE_PROJECT_NAME
-# (default kernelbus), KERNELBUS_ENV_FILE (default deploy/.env), KERNELBUS_BASE_IMAGE.
+# (default kernelbus), KERNELBUS_ENV_FILE (default deploy/.env), KERNELBUS_BASE_IMAGE,
+# KERNELBUS_WHEELS_PORT (default 38741, the wheel server's loopback port during builds).
 # Exit status 3 means "no Docker engine can run here" (the e2e test then skips with the
 # message printed on stderr); any other failure is a real failure.
 set -euo pipefail
@@ -124,8 +125,20 @@ ensure_wheels() {
 WHEEL_SERVER_PID=""
 stop_wheel_server() { [ -n "$WHEEL_SERVER_PID" ] && kill "$WHEEL_SERVER_PID" 2>/dev/null || true; }
 serve_wheels() {
+  # The URL is a build argument, so it is part of the layer cache key: use the same port every
+  # time (KERNELBUS_WHEELS_PORT) so unchanged layers are reused; when that port is taken, any
+  # free one (correct, only slower: the pip layers are rebuilt).
   local port
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(python3 - "${KERNELBUS_WHEELS_PORT:-38741}" <<'PY'
+import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+PY
+)
   python3 -m http.server --bind 127.0.0.1 --directory "$CACHE/wheels" "$port" >/dev/null 2>&1 &
   WHEEL_SERVER_PID=$!
   trap stop_wheel_server EXIT
