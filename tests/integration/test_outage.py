@@ -15,6 +15,14 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from channels_support import (
+    KernelSocket,
+    Msg,
+    execute,
+    of_request,
+    start_kernel,
+)
+from websockets.asyncio.client import connect
 
 from kernelbus import natsserver
 from kernelbus.testing.plugin import ApiProcess, Services
@@ -112,7 +120,7 @@ REST_CALLS = [
 
 
 async def test_rest_answers_503_at_once_while_nats_is_down_and_recovers(
-    services: Services, outage: Outage
+    outage: Outage, services: Services
 ) -> None:
     services.worker(nats_url=outage.url)
     api = services.api(nats_url=outage.url)
@@ -153,3 +161,85 @@ async def _ready(api: ApiProcess) -> bool:
 async def _reason_mentions(api: ApiProcess, word: str) -> bool:
     status, reason = await ready_reason(api)
     return status == 503 and word in reason
+
+
+COUNTER = "import time\nfor i in range({n}):\n    print(i, flush=True)\n    time.sleep(0.1)\n"
+
+
+def printed_values(msgs: list[Msg], msg_id: str) -> list[int]:
+    text = "".join(
+        m["content"]["text"]
+        for m in of_request(msgs, msg_id)
+        if m["header"]["msg_type"] == "stream"
+    )
+    return [int(line) for line in text.split()]
+
+
+async def test_websocket_opened_before_a_nats_restart_gets_all_output_in_order_and_keeps_working(
+    outage: Outage, services: Services
+) -> None:
+    """A cell prints a counter every 0.1 s while nats-server is stopped for ~6 s and restarted
+    on the same port and store: the websocket opened before stays open, gets every value in
+    order (none lost, none twice), and executes code afterwards."""
+    services.worker(nats_url=outage.url)
+    api = services.api(nats_url=outage.url)
+    kernel_id = await start_kernel(api)
+    url = f"{api.ws_url}/api/kernels/{kernel_id}/channels?session_id=outage-session"
+    async with connect(url, additional_headers=api.headers) as ws:
+        sock = KernelSocket(ws, v1=False)
+        await sock.run("x = 41")
+        total = 120
+        msg_id = await sock.send(execute(COUNTER.format(n=total)))
+        seen = await sock.until(lambda m: _printed(m, msg_id, "5"))
+        outage.stop()
+        await wait_until(lambda: _reason_mentions(api, "NATS"), "the api to notice the outage")
+        # Keep the bus down while the kernel goes on printing (the outage being tested).
+        await asyncio.sleep(6)
+        outage.restart()
+        seen += await sock.until_finished(msg_id, timeout=90)
+        values = printed_values(seen, msg_id)
+        assert values == list(range(total)), f"lost or repeated: {_gaps(values, total)}"
+        after = await sock.run("x + 1")
+        results = [m for m in after if m["header"]["msg_type"] == "execute_result"]
+        assert results[0]["content"]["data"]["text/plain"] == "42"
+    async with http(api) as client:
+        assert (await client.delete(f"/api/kernels/{kernel_id}")).status_code == 204
+
+
+async def test_idle_websocket_survives_a_nats_restart(outage: Outage, services: Services) -> None:
+    """The reported bug: after NATS returns, the worker's first ping of the api found no
+    responder (the api had not re-subscribed yet) and dropped the api's connections, so a
+    websocket opened before the outage stayed open but never got a reply again."""
+    services.worker(
+        {"KERNELBUS_WORKER_API_CHECK_INTERVAL": "0.2"},
+        nats_url=outage.url,
+    )
+    api = services.api(nats_url=outage.url)
+    kernel_id = await start_kernel(api)
+    url = f"{api.ws_url}/api/kernels/{kernel_id}/channels?session_id=idle-session"
+    async with connect(url, additional_headers=api.headers) as ws:
+        sock = KernelSocket(ws, v1=False)
+        await sock.run("y = 1")
+        outage.stop()
+        await wait_until(lambda: _reason_mentions(api, "NATS"), "the api to notice the outage")
+        outage.restart()
+        await wait_until(lambda: _ready(api), "the api to be ready again")
+        # Longer than several worker api checks, so the worker has judged the api by now.
+        await asyncio.sleep(2)
+        after = await sock.run("y + 1", timeout=30)
+        results = [m for m in after if m["header"]["msg_type"] == "execute_result"]
+        assert results[0]["content"]["data"]["text/plain"] == "2"
+    async with http(api) as client:
+        assert (await client.delete(f"/api/kernels/{kernel_id}")).status_code == 204
+
+
+def _printed(msg: Msg, msg_id: str, value: str) -> bool:
+    if msg["parent_header"].get("msg_id") != msg_id or msg["header"]["msg_type"] != "stream":
+        return False
+    return value in str(msg["content"]["text"]).split()
+
+
+def _gaps(values: list[int], total: int) -> str:
+    missing = sorted(set(range(total)) - set(values))
+    repeated = len(values) - len(set(values))
+    return f"missing {missing[:20]} ({len(missing)}), repeated {repeated}, got {len(values)}"
