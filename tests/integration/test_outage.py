@@ -8,6 +8,8 @@ restart, output produced meanwhile arrives in order, the culler judges nothing b
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -206,14 +208,14 @@ async def test_websocket_opened_before_a_nats_restart_gets_all_output_in_order_a
         assert (await client.delete(f"/api/kernels/{kernel_id}")).status_code == 204
 
 
-async def test_idle_websocket_survives_a_nats_restart(outage: Outage, services: Services) -> None:
-    """The reported bug: after NATS returns, the worker's first ping of the api found no
-    responder (the api had not re-subscribed yet) and dropped the api's connections, so a
-    websocket opened before the outage stayed open but never got a reply again."""
-    services.worker(
-        {"KERNELBUS_WORKER_API_CHECK_INTERVAL": "0.2"},
-        nats_url=outage.url,
-    )
+async def test_idle_websocket_survives_a_nats_restart_when_the_worker_reconnects_first(
+    outage: Outage, services: Services
+) -> None:
+    """The reported bug: after NATS returned, the worker's first ping of the api found no
+    responder (the api had not reconnected and re-subscribed yet) and dropped the api's
+    connections, so a websocket opened before the outage stayed open but never got a reply
+    again. The api is paused (SIGSTOP) across the restart so the worker surely comes first."""
+    worker = services.worker({"KERNELBUS_WORKER_API_CHECK_INTERVAL": "0.2"}, nats_url=outage.url)
     api = services.api(nats_url=outage.url)
     kernel_id = await start_kernel(api)
     url = f"{api.ws_url}/api/kernels/{kernel_id}/channels?session_id=idle-session"
@@ -222,10 +224,17 @@ async def test_idle_websocket_survives_a_nats_restart(outage: Outage, services: 
         await sock.run("y = 1")
         outage.stop()
         await wait_until(lambda: _reason_mentions(api, "NATS"), "the api to notice the outage")
-        outage.restart()
+        os.kill(api.service.pid, signal.SIGSTOP)
+        try:
+            outage.restart()
+            await wait_until(
+                lambda: "reconnected to nats" in worker.log(), "the worker to reconnect"
+            )
+            # Several api checks (0.2 s apart) find no responder while the api is paused.
+            await asyncio.sleep(1.5)
+        finally:
+            os.kill(api.service.pid, signal.SIGCONT)
         await wait_until(lambda: _ready(api), "the api to be ready again")
-        # Longer than several worker api checks, so the worker has judged the api by now.
-        await asyncio.sleep(2)
         after = await sock.run("y + 1", timeout=30)
         results = [m for m in after if m["header"]["msg_type"] == "execute_result"]
         assert results[0]["content"]["data"]["text/plain"] == "2"
