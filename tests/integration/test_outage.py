@@ -252,3 +252,41 @@ def _gaps(values: list[int], total: int) -> str:
     missing = sorted(set(range(total)) - set(values))
     repeated = len(values) - len(set(values))
     return f"missing {missing[:20]} ({len(missing)}), repeated {repeated}, got {len(values)}"
+
+
+async def test_culler_declares_no_worker_lost_because_of_an_outage(
+    outage: Outage, services: Services
+) -> None:
+    """NATS is down longer than a heartbeat TTL, so every heartbeat has aged out of the store
+    when it returns; the worker is paused across the restart so the culler looks first. The
+    culler waits to have been connected for a TTL before judging, and declares nothing."""
+    worker = services.worker(nats_url=outage.url)
+    api = services.api(nats_url=outage.url)
+    kernel_id = await start_kernel(api)
+    culler = services.spawn(
+        "kernelbus-culler",
+        {
+            "KERNELBUS_CULLER_WORKER_CHECK_INTERVAL": "0.5",
+            "KERNELBUS_CULLER_CULL_IDLE_TIMEOUT": "0",
+        },
+        outage.url,
+    )
+    steady = "judging workers and kernels again"
+    await wait_until(lambda: steady in culler.log(), "the culler to start judging")
+    outage.stop()
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        await wait_until(lambda: "disconnected from nats" in culler.log(), "the culler to notice")
+        await asyncio.sleep(11)  # the outage: longer than the heartbeat TTL (10 s)
+        outage.restart()
+        await wait_until(lambda: "reconnected to nats" in culler.log(), "the culler to reconnect")
+        await asyncio.sleep(2)  # several worker checks (0.5 s) while the worker is still away
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    await wait_until(lambda: culler.log().count(steady) == 2, "the culler to judge again")
+    await asyncio.sleep(2)  # several more checks, now judging
+    assert "heartbeat expired" not in culler.log()
+    async with http(api) as client:
+        model = (await client.get(f"/api/kernels/{kernel_id}")).json()
+        assert model["execution_state"] != "dead", model
+        assert (await client.delete(f"/api/kernels/{kernel_id}")).status_code == 204
