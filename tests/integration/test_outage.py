@@ -26,7 +26,8 @@ from channels_support import (
 )
 from websockets.asyncio.client import connect
 
-from kernelbus import natsserver
+from kernelbus import bus, natsserver
+from kernelbus.settings import BusSettings
 from kernelbus.testing.plugin import ApiProcess, Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -290,3 +291,24 @@ async def test_culler_declares_no_worker_lost_because_of_an_outage(
         model = (await client.get(f"/api/kernels/{kernel_id}")).json()
         assert model["execution_state"] != "dead", model
         assert (await client.delete(f"/api/kernels/{kernel_id}")).status_code == 204
+
+
+async def test_a_service_connection_reconnects_after_more_than_its_connect_attempts(
+    outage: Outage,
+) -> None:
+    """The initial connect is bounded (NATS_CONNECT_ATTEMPTS); reconnecting after that is
+    not: an outage longer than those attempts is still rejoined."""
+    settings = BusSettings(nats_url=outage.url, nats_connect_attempts=1)
+    connectivity = bus.Connectivity()
+    nc = await bus.connect(settings, name="outage-test", connectivity=connectivity)
+    try:
+        outage.stop()
+        await wait_until(lambda: not connectivity.connected, "the disconnect")
+        await asyncio.sleep(3)  # six reconnect attempts (0.5 s apart) fail meanwhile
+        outage.restart()
+        await wait_until(lambda: connectivity.connected, "the reconnect", timeout=30)
+        assert connectivity.outages == 1
+        await nc.publish("kb.test", b"still usable")
+        await nc.flush(timeout=5)
+    finally:
+        await bus.close(nc)
