@@ -28,6 +28,8 @@ from kernelbus.processes import (
 
 SERVICES = ("kernelbus-worker", "kernelbus-events", "kernelbus-culler", "kernelbus-api")
 STOP_ORDER = ("kernelbus-api", "kernelbus-culler", "kernelbus-events", "kernelbus-worker")
+STOP_TIMEOUT = 15.0
+"""Seconds a service has to exit after SIGTERM (a worker: its kernels' shutdown_wait + 5)."""
 
 
 class _Stop(Exception):
@@ -85,8 +87,8 @@ def run() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for name in STOP_ORDER:
-            if name in children:
-                children[name].stop(timeout=30)
+            if name in children and not children[name].stop(timeout=STOP_TIMEOUT):
+                print(f"{name} did not stop within {STOP_TIMEOUT:.0f} s: killed", file=sys.stderr)
         # A worker that crashed left its kernels running for a successor that will not come.
         kill_orphaned_kernels(data_dir / "runtime", include_adopted=True)
         if nats is not None:
