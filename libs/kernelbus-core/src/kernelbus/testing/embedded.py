@@ -4,10 +4,12 @@ data dir, its own process group; every process it started is found (and killed) 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +73,8 @@ class EmbeddedRun:
         except FileNotFoundError:
             return ""
 
-    def start(self, ready_timeout: float = 90) -> None:
+    def start(self, ready_timeout: float = 90, wait: bool = True) -> None:
+        """Start `kernelbus run`; with `wait`, return once it printed its banner."""
         env = {
             **os.environ,
             "KERNELBUS_PORT": str(self.port),
@@ -92,7 +95,8 @@ class EmbeddedRun:
                 text=True,
                 start_new_session=True,  # a process group of its own, as in a terminal
             )
-        wait_for(self._banner, ready_timeout, "the launcher banner")
+        if wait:
+            wait_for(self._banner, ready_timeout, "the launcher banner")
 
     def _banner(self) -> bool:
         assert self.process is not None
@@ -116,6 +120,22 @@ class EmbeddedRun:
         if len(pids) != 1:
             raise AssertionError(f"expected one {name}, found {pids}: {self.census()}")
         return pids[0]
+
+    def metrics(self) -> str:
+        """The launcher's /metrics text (its URL is in the banner)."""
+        match = re.search(r"metrics: +(\S+)", self.output())
+        if match is None:
+            raise AssertionError(f"no metrics URL in the banner:\n{self.output()}")
+        with urllib.request.urlopen(match.group(1), timeout=5) as response:
+            return str(response.read().decode())
+
+    def restarts(self, service: str) -> float:
+        """kernelbus_launcher_restarts_total of `service`."""
+        line = f'kernelbus_launcher_restarts_total{{service="{service}"}} '
+        for row in self.metrics().splitlines():
+            if row.startswith(line):
+                return float(row[len(line) :])
+        raise AssertionError(f"no restart counter for {service}")
 
     def interrupt(self) -> None:
         """Ctrl-C in a terminal: SIGINT to the whole foreground process group."""
