@@ -33,8 +33,8 @@ class ServiceProcess:
         except FileNotFoundError:
             return ""
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout`; always reaped."""
+    def stop(self, timeout: float = 15.0) -> bool:
+        """SIGTERM, then SIGKILL after `timeout`; always reaped. False if it had to be killed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -42,6 +42,8 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+                return False
+        return True
 
     def kill(self) -> None:
         """SIGKILL: the process dies without cleaning up (crash tests)."""

@@ -143,6 +143,10 @@ class ManagedKernel:
             self.routes.forget(parent_id)
         frame = pack_v1(channel, parts)
         target = conn_id if conn_id in self.connections else self._successor(conn_id)
+        if target is None and conn_id not in self._conn_sessions:
+            # Attached to this kernel's previous worker (this one re-adopted the kernel): the
+            # websocket is still open at its api replica, which listens on its subject.
+            target = conn_id
         if target is not None:
             self.recent.add(target, frame)
             await self._send(target, frame)
