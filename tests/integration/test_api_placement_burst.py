@@ -1,4 +1,4 @@
-"""Six back-to-back starts against three real workers spread over all three (before the api
+"""A burst of six starts against three real workers spreads over all three (before the api
 counted its own recent placements, every start of a burst went to one worker: they all saw
 the same heartbeat snapshot, taken every 2 s)."""
 
@@ -46,14 +46,17 @@ async def test_a_burst_of_starts_spreads_over_workers(
     try:
         registry = await Registry.open(nc.jetstream())
         await _until_pools_ready(registry)
-        owners: list[str] = []
         async with httpx.AsyncClient(base_url=api.url, timeout=90) as client:
-            for _ in range(6):
+
+            async def start() -> str:
                 created = await client.post("/api/kernels", json={})
                 assert created.status_code == 201, created.text
                 record = await registry.get_kernel(created.json()["id"])
                 assert record is not None
-                owners.append(record.worker_id)
+                return record.worker_id
+
+            # A burst: six starts in flight at once, all before any new heartbeat.
+            owners = await asyncio.gather(*(start() for _ in range(6)))
             placed = Counter(owners)
             assert set(placed) == set(WORKERS), f"placement {owners}"
             assert max(placed.values()) <= 3, f"placement {owners}"
