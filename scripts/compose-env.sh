@@ -152,7 +152,7 @@ PY
 
 build() {  # build <tag> <dockerfile> [target]
   local tag=$1 file=$2 target=${3:-} out
-  out=$(DOCKER_BUILDKIT=0 docker build --network host -f "$ROOT/$file" ${target:+--target "$target"} \
+  out=$(DOCKER_BUILDKIT=0 docker build --force-rm --network host -f "$ROOT/$file" ${target:+--target "$target"} \
     --build-arg PYTHON_IMAGE="$BASE_IMAGE" --build-arg WHEELS_URL="$WHEELS_URL" \
     -t "$tag" "$ROOT" 2>&1) || { echo "$out" | tail -n 40 >&2; log "building $tag failed"; exit 1; }
 }
