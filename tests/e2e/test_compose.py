@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -123,9 +124,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             ["bash", str(SCRIPT), "up"], env=run_env, capture_output=True, text=True, timeout=2400
         )
         print(f"\ncompose-env.sh up: {time.monotonic() - began:.1f} s\n{done.stderr}")
-        for line in done.stderr.splitlines():
-            if line.startswith("compose-env: started dockerd pid "):
-                started_engine = int(line.rsplit(" ", 1)[1])
+        started = re.search(r"^compose-env: started dockerd pid (\d+)", done.stderr, re.M)
+        started_engine = int(started.group(1)) if started else None
         if done.returncode == NO_ENGINE:
             pytest.skip(done.stderr.strip().splitlines()[-1])
         assert done.returncode == 0, f"compose-env.sh up failed:\n{done.stdout}\n{done.stderr}"
