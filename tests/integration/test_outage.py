@@ -25,8 +25,10 @@ from channels_support import (
     start_kernel,
 )
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from kernelbus import bus, natsserver
+from kernelbus.processes import kill_orphaned_kernels
 from kernelbus.settings import BusSettings
 from kernelbus.testing.plugin import ApiProcess, Services
 
@@ -148,6 +150,11 @@ async def test_rest_answers_503_at_once_while_nats_is_down_and_recovers(
             assert response.json()["reason"] == "Service Unavailable"
             assert "NATS" in response.json()["message"], (method, path)
     print("503 latencies during the outage (s):", {k: round(v, 3) for k, v in durations.items()})
+    url = f"{api.ws_url}/api/kernels/{kernel['id']}/channels?session_id=s"
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers=api.headers, open_timeout=5):
+            pass
+    assert refused.value.response.status_code == 503
     outage.restart()
     await wait_until(lambda: _ready(api), "the api to be ready again", timeout=60)
     async with http(api) as client:
@@ -196,14 +203,18 @@ async def test_websocket_opened_before_a_nats_restart_gets_all_output_in_order_a
         seen = await sock.until(lambda m: _printed(m, msg_id, "5"))
         outage.stop()
         await wait_until(lambda: _reason_mentions(api, "NATS"), "the api to notice the outage")
+        # Sent while the bus is down: held by the api until the websocket is re-attached.
+        during = await sock.send(execute("x + 1"))
         # Keep the bus down while the kernel goes on printing (the outage being tested).
         await asyncio.sleep(6)
         outage.restart()
         seen += await sock.until_finished(msg_id, timeout=90)
         values = printed_values(seen, msg_id)
         assert values == list(range(total)), f"lost or repeated: {_gaps(values, total)}"
-        after = await sock.run("x + 1")
-        results = [m for m in after if m["header"]["msg_type"] == "execute_result"]
+        after = seen + await sock.until_finished(during, timeout=60)
+        results = [
+            m for m in of_request(after, during) if m["header"]["msg_type"] == "execute_result"
+        ]
         assert results[0]["content"]["data"]["text/plain"] == "42"
     async with http(api) as client:
         assert (await client.delete(f"/api/kernels/{kernel_id}")).status_code == 204
@@ -312,3 +323,27 @@ async def test_a_service_connection_reconnects_after_more_than_its_connect_attem
         await nc.flush(timeout=5)
     finally:
         await bus.close(nc)
+
+
+async def test_websocket_of_a_worker_lost_during_the_outage_is_closed_to_reconnect(
+    outage: Outage, services: Services
+) -> None:
+    """The kernel's worker dies while NATS is down: once NATS is back the api cannot re-attach
+    the websocket, and closes it with 1012 (service restart) so the client reconnects and
+    learns the kernel's fate from REST, instead of leaving it open and dead."""
+    worker = services.worker(nats_url=outage.url)
+    api = services.api(nats_url=outage.url)
+    kernel_id = await start_kernel(api)
+    url = f"{api.ws_url}/api/kernels/{kernel_id}/channels?session_id=orphan"
+    async with connect(url, additional_headers=api.headers) as ws:
+        sock = KernelSocket(ws, v1=False)
+        await sock.run("1")
+        outage.stop()
+        await wait_until(lambda: _reason_mentions(api, "NATS"), "the api to notice the outage")
+        worker.kill()
+        outage.restart()
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await sock.recv(timeout=90)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    kill_orphaned_kernels(services.runtime_dir)

@@ -43,7 +43,10 @@ class ApiLiveness:
         self.last_seen: dict[str, float] = {}
 
     def settled(self) -> bool:
-        """Connected long enough that a missing responder means a missing replica."""
+        """A missing responder means a missing replica: never during an outage, and after one
+        only once every replica has had time to reconnect (at start, at once)."""
+        if self.connectivity.outages == 0:
+            return self.connectivity.connected
         return self.connectivity.steady_for(self.settle)
 
     async def check(self) -> None:
