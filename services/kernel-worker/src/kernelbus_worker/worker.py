@@ -60,6 +60,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     started_at = utcnow()
     await handlers.subscribe_worker()
     await supervisor.adopt_orphans()
+    await supervisor.reap_leftovers()
     await registry.put_heartbeat(heartbeat(settings, supervisor, catalog, started_at))
     await publisher.emit(events.WORKER_STARTED, _worker_event(settings, []))
     log.info("kernel-worker ready", extra={"worker_id": settings.id})

@@ -8,7 +8,10 @@ output produced while it was away. It counts messages it receives twice (same `m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -96,10 +99,16 @@ class KernelClient:
             except ConnectionClosed:
                 self.ws = None
 
-    async def collect(self, msg_id: str, within: float, reconnect_within: float = 30) -> Outcome:
+    async def collect(
+        self,
+        msg_id: str,
+        within: float,
+        reconnect_within: float = 30,
+        outcome: Outcome | None = None,
+    ) -> Outcome:
         """Every message of request `msg_id` until its reply and idle status, reconnecting
-        (same session_id) whenever the websocket closes."""
-        outcome = Outcome()
+        (same session_id) whenever the websocket closes; fills `outcome` as it goes."""
+        outcome = outcome or Outcome()
         seen: set[str] = set()
         replied = idle = False
         deadline = time.monotonic() + within
@@ -167,3 +176,136 @@ async def sink_events(run: EmbeddedRun, schema: str | None = None) -> list[dict[
             if not page["more"]:
                 return found
             after = page["cursor"]
+
+
+# --- one chaos phase: kill -9 a process while a cell prints a counter ----------------------
+
+COUNTER_CODE = "import time\nfor i in range({n}):\n    print(i, flush=True)\n    time.sleep(0.1)\n"
+
+
+@dataclass
+class Phase:
+    """What killing `target` did, as measured from outside (seconds after the kill)."""
+
+    target: str
+    old_pid: int = 0
+    rest: float | None = None
+    """Until `GET /api/kernels/<id>` answered 200 again."""
+    ready: float | None = None
+    """Until the replaced process was ready (its health endpoint, or its "ready" log line)."""
+    output: float | None = None
+    """Until the client received kernel output again."""
+    values: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    reconnects: int = 0
+    state: str = ""
+    """What `print(x)` printed in the same kernel afterwards."""
+
+    @property
+    def recovery(self) -> float | None:
+        parts = (self.rest, self.ready, self.output)
+        return None if None in parts else max(p for p in parts if p is not None)
+
+
+async def _poll(check: Any, since: float, within: float) -> float | None:
+    """Seconds from `since` until the async `check()` is true; None if not within `within`."""
+    while time.monotonic() - since < within:
+        with contextlib.suppress(Exception):
+            if await check():
+                return time.monotonic() - since
+        await asyncio.sleep(0.1)
+    return None
+
+
+def _newest_log(run: EmbeddedRun, service: str) -> str:
+    logs = sorted((run.data_dir / "logs").glob(f"{service}-*.log"))
+    return logs[-1].read_text(errors="replace") if logs else ""
+
+
+def _ready_check(run: EmbeddedRun, target: str, old_pid: int) -> Any:
+    """An async check that the process replacing `old_pid` is up and doing its job."""
+
+    async def http_ok(url: str) -> bool:
+        async with httpx.AsyncClient(headers=run.headers, timeout=2) as http:
+            return (await http.get(url)).status_code == 200
+
+    def replaced() -> bool:
+        return any(pid != old_pid for pid in run.pids_of(target))
+
+    async def check() -> bool:
+        if not replaced():
+            return False
+        if target == "kernelbus-api":
+            return await http_ok(f"{run.url}/api/health/ready")
+        if target == "kernelbus-events":
+            return await http_ok(f"{run.events_url}/api/health/ready")
+        if target == "kernelbus-worker":
+            return "kernel-worker ready" in _newest_log(run, target)
+        if target == "kernelbus-culler":
+            return " ready" in _newest_log(run, target)
+        return await http_ok(f"{run.url}/api/health/ready") and await http_ok(
+            f"{run.events_url}/api/health/ready"
+        )
+
+    return check
+
+
+async def chaos_phase(
+    run: EmbeddedRun, client: KernelClient, target: str, count: int, within: float = 120
+) -> Phase:
+    """Run a counter cell (`count` values, 0.1 s apart), SIGKILL `target` once output flows,
+    and measure the recovery; then ask the same kernel for `x`."""
+    phase = Phase(target, old_pid=run.pid_of(target))
+    outcome = Outcome()
+    msg_id = await client.execute(COUNTER_CODE.format(n=count))
+    collecting = asyncio.create_task(client.collect(msg_id, within, within, outcome))
+    began = time.monotonic()
+
+    async def flowing() -> bool:
+        if collecting.done():
+            collecting.result()  # raise what went wrong
+        return outcome.stdout.count("\n") >= 10
+
+    if await _poll(flowing, began, 60) is None:
+        collecting.cancel()
+        raise TimeoutError("the counter produced no output")
+    killed = client.mark()
+    os.kill(phase.old_pid, signal.SIGKILL)
+
+    async def rest_ok() -> bool:
+        async with httpx.AsyncClient(headers=run.headers, timeout=2) as http:
+            return (await http.get(f"{run.url}/api/kernels/{client.kernel_id}")).status_code == 200
+
+    phase.rest, phase.ready = await asyncio.gather(
+        _poll(rest_ok, killed, within),
+        _poll(_ready_check(run, target, phase.old_pid), killed, within),
+    )
+    try:
+        await collecting
+    finally:
+        run.census()
+        first = outcome.first_output_after.get(killed)
+        phase.output = None if first is None else first - killed
+        phase.values = [int(v) for v in outcome.stdout.split()]
+        phase.duplicates, phase.reconnects = outcome.duplicates, outcome.reconnects
+    phase.state = await client.run_text("print(x)", within, within)
+    return phase
+
+
+async def stream_event_ids(nats_url: str, stream: str = "KERNELBUS_EVENTS") -> list[str]:
+    """The `Kb-Event-Id` of every message in the event stream, in stream order."""
+    import nats
+
+    from kernelbus.events import EVENT_ID_HEADER
+
+    nc = await nats.connect(nats_url, connect_timeout=5)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        ids = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            ids.append((msg.headers or {}).get(EVENT_ID_HEADER, f"seq-{seq}"))
+        return ids
+    finally:
+        await nc.close()
