@@ -422,4 +422,5 @@ def test_every_service_stops_by_itself_on_sigterm(stack: Stack) -> None:
         for s in states
         if s["ExitCode"] == 137 and any(c.startswith(s["ID"]) for c in running)
     }
-    assert not killed, f"SIGKILLed at the stop timeout: {killed}"
+    tails = {name: _logs(name)[-3000:] for name in killed}
+    assert not killed, f"SIGKILLed at the stop timeout: {killed}; their last log lines: {tails}"
