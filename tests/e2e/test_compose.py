@@ -394,8 +394,12 @@ def _ready(stack: Stack) -> bool:
 
 def test_a_crashed_service_container_is_restarted(stack: Stack) -> None:
     (culler,) = stack.containers("culler")
+    restarts = int(inspect(culler, "{{.RestartCount}}"))
+    until(lambda: "ready" in _logs(culler).rsplit("culling is disabled", 1)[-1], 120, "ready")
+    readies = _logs(culler).count(" ready")
     os.kill(int(inspect(culler, "{{.State.Pid}}")), signal.SIGKILL)  # a crash, not docker kill
-    until(lambda: inspect(culler, "{{.RestartCount}}") == "1", 60, "the culler restarted")
+    until(lambda: int(inspect(culler, "{{.RestartCount}}")) == restarts + 1, 60, "the restart")
+    until(lambda: _logs(culler).count(" ready") > readies, 120, "the restarted culler ready")
     until(lambda: inspect(culler, "{{.State.Health.Status}}") == "healthy", 120, "healthy")
 
 
