@@ -332,6 +332,8 @@ def test_every_service_restarts_after_a_crash(
 ) -> None:
     for name, service in services.items():
         assert service.get("restart") == "unless-stopped", name
+    for name in SETTINGS:  # Python services: docker-init as PID 1 honours an early SIGTERM
+        assert services[name].get("init") is True, name
     assert target_cmd(dockerfile, "kernel-worker") == ["kernelbus-worker-init"]
 
 
