@@ -6,7 +6,8 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test install lock readme lint typecheck unit integration bench schemas clean fuzz
+.PHONY: run test install lock readme lint typecheck unit integration bench schemas clean fuzz \
+	compose-test
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -47,6 +48,11 @@ test: lint typecheck
 fuzz: install
 	bash scripts/pytest.sh tests/integration/test_fuzz_rest.py \
 		tests/integration/test_fuzz_websocket.py tests/integration/test_fuzz_bus.py
+
+# The compose stack for real (tests/e2e/test_compose.py; also part of `make test`): installs
+# and starts a Docker engine if needed and builds the images offline (scripts/compose-env.sh).
+compose-test: install
+	bash scripts/pytest.sh tests/e2e/test_compose.py -s
 
 bench: install
 	$(VENV)/bin/python bench/roundtrip.py

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from contextlib import ExitStack
+
 import pytest
 
 from kernelbus.errors import NoSuchKernelspec, NoWorkerAvailable
 from kernelbus.models import KernelspecInfo, WorkerHeartbeat
 from kernelbus.timefmt import utcnow
-from kernelbus_api.placement import choose_worker
+from kernelbus_api.placement import Placements, choose_worker
 
 
 def _worker(
@@ -58,3 +61,56 @@ def test_a_warm_kernel_of_the_spec_beats_more_free_slots() -> None:
     workers = [_worker("a", 10, 0), warm, other_spec_warm]
     assert choose_worker(workers, "python3").worker_id == "w"
     assert choose_worker([_worker("a", 10, 0), other_spec_warm], "python3").worker_id == "a"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _pooled(wid: str, pooled: int) -> WorkerHeartbeat:
+    worker = _worker(wid, 32, pooled)
+    return worker.model_copy(update={"pooled_kernels": {"python3": pooled}})
+
+
+def test_a_burst_spreads_over_workers_between_heartbeats() -> None:
+    """Six starts against one unchanged heartbeat snapshot (as between two heartbeats): 2/2/2,
+    the warm kernels first. Before Placements, all six went to worker a."""
+    placements = Placements(clock=_Clock())
+    snapshot = [_pooled("a", 1), _pooled("b", 1), _pooled("c", 1)]
+    chosen = []
+    with ExitStack() as running:
+        for _ in range(6):
+            worker = placements.choose(snapshot, "python3")
+            running.enter_context(placements.placed(worker.worker_id, "python3"))
+            chosen.append(worker.worker_id)
+    assert chosen[:3] == ["a", "b", "c"], "each warm kernel is used once"
+    assert Counter(chosen) == {"a": 2, "b": 2, "c": 2}
+
+
+def test_a_finished_start_counts_until_the_next_heartbeat_can_show_it() -> None:
+    clock = _Clock()
+    placements = Placements(settle=5.0, clock=clock)
+    snapshot = [_worker("a", 4, 0), _worker("b", 4, 0)]
+    with placements.placed("a", "python3"):
+        pass
+    assert placements.choose(snapshot, "python3").worker_id == "b"
+    clock.now += 4.9
+    assert placements.view(snapshot)[0].running_kernels == 1
+    clock.now += 0.2
+    assert placements.view(snapshot) == snapshot
+    assert placements.choose(snapshot, "python3").worker_id == "a"
+
+
+def test_pending_starts_fill_a_worker() -> None:
+    placements = Placements(clock=_Clock())
+    snapshot = [_worker("a", 2, 0)]
+    with (
+        placements.placed("a", "python3"),
+        placements.placed("a", "python3"),
+        pytest.raises(NoWorkerAvailable, match="full"),
+    ):
+        placements.choose(snapshot, "python3")

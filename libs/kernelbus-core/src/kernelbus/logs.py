@@ -8,11 +8,36 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 _FIELDS = ("kernel_id", "worker_id", "api_instance", "conn_id")
+
+# `?token=...` in URLs (Jupyter clients put the token in websocket URLs): uvicorn's access and
+# websocket log lines would carry it in clear.
+_QUERY_TOKEN = re.compile(r"(?i)([?&;](?:token|access_token|auth_token)=)[^&;\s\"']*")
+
+
+def redact(text: str) -> str:
+    """`text` with the value of every token query parameter replaced by `[redacted]`."""
+    return _QUERY_TOKEN.sub(r"\1[redacted]", text)
+
+
+class RedactTokens(logging.Filter):
+    """Redacts query-string tokens from a record's message and arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {
+                k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()
+            }
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,6 +72,7 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactTokens())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -27,13 +27,26 @@ CONSUMER_USER = "events-consumer"
 CONSUMER_INBOX = "_INBOX_events-consumer"
 """The consumer's reply prefix (`nats.connect(..., inbox_prefix=CONSUMER_INBOX)`)."""
 
+LAUNCHER = "kernelbus-launcher"
 SERVICE_USERS = {
     "kernelbus-api": "api",
     "kernelbus-worker": "worker",
     "kernelbus-culler": "culler",
     "kernelbus-events": "events",
+    LAUNCHER: "launcher",
 }
-"""Console script of each service -> its NATS user in permissions.json."""
+"""Console script of each service -> its NATS user (permissions.json's, or below)."""
+
+
+def launcher_permissions() -> dict[str, Any]:
+    """`kernelbus run` itself announces the restarts it makes (`service_restarted` events):
+    publishing events into the stream, and its own reply inbox. Only the embedded launcher
+    has this user; compose has no launcher."""
+    return {
+        "publish": [f"{subjects.EVENTS_SUBJECT_PREFIX}.>", "$JS.API.>", "$JS.FC.>"],
+        "subscribe": ["_INBOX_launcher.>"],
+        "allow_responses": False,
+    }
 
 
 def consumer_permissions() -> dict[str, Any]:
@@ -74,7 +87,7 @@ def permissions_file() -> Path:
 def load_permissions(path: Path | None = None) -> dict[str, dict[str, Any]]:
     """Every user: the services' from permissions.json, plus the events consumer."""
     users: dict[str, dict[str, Any]] = json.loads((path or permissions_file()).read_text())["users"]
-    return {**users, CONSUMER_USER: consumer_permissions()}
+    return {**users, CONSUMER_USER: consumer_permissions(), "launcher": launcher_permissions()}
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from kernelbus.events import EventPublisher
 from kernelbus.registry import Registry
 from kernelbus_api import errors, metrics, openapi
 from kernelbus_api.admission import Admission
+from kernelbus_api.busguard import BusGuard
 from kernelbus_api.channels import router as channels_router
 from kernelbus_api.cors import CorsMiddleware
 from kernelbus_api.kernels import Kernels
@@ -37,7 +38,10 @@ async def answer_pings(nc: Client, api_instance: str) -> None:
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nc = await bus.connect(settings, name=settings.api_instance, role="api")
+        connectivity = bus.Connectivity()
+        nc = await bus.connect(
+            settings, name=settings.api_instance, role="api", connectivity=connectivity
+        )
         js = nc.jetstream()
         await bus.ensure_infrastructure(js)
         registry = await Registry.open(js)
@@ -50,7 +54,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         publisher = await EventPublisher.open(js, source=f"api/{settings.api_instance}")
         kernel_manager = Kernels(settings, nc, registry, admission, publisher)
         session_manager = Sessions(await js.key_value(subjects.SESSIONS_BUCKET), kernel_manager)
-        app.state.kb = AppState(settings, nc, js, registry, kernel_manager, session_manager)
+        app.state.kb = AppState(
+            settings, nc, js, registry, kernel_manager, session_manager, connectivity
+        )
         await answer_pings(nc, settings.api_instance)
         try:
             yield
@@ -71,6 +77,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     openapi.install(app)
+    app.add_middleware(BusGuard)
     app.add_middleware(CorsMiddleware, settings=settings)
     for router in (
         meta.open_router,

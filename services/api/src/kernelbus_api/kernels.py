@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
@@ -36,7 +36,7 @@ from kernelbus_api.authorization import authorize, bind_username
 from kernelbus_api.errors import status_for
 from kernelbus_api.kernel_env import kernel_env
 from kernelbus_api.models import StartKernelBody
-from kernelbus_api.placement import choose_worker
+from kernelbus_api.placement import Placements
 from kernelbus_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class Kernels:
     admission: Admission
     events: EventPublisher | None = None
     """Where failed lifecycle actions are reported as `kernel_actions` error events."""
+    placements: Placements = field(default_factory=Placements)
 
     async def model(self, record: KernelRecord) -> dict[str, Any]:
         return record.jupyter_model(await self.registry.connections_of(record.id))
@@ -86,10 +87,12 @@ class Kernels:
             workers = await self.registry.live_workers()
             spec = kernelspecs.union(workers).get(command.kernel_name)
             authorize(self.settings, spec, command.username)  # before placement, as EG
-            worker = choose_worker(workers, command.kernel_name)
+            # No await between choosing and counting the start: a burst sees every earlier one.
+            worker = self.placements.choose(workers, command.kernel_name)
             timeout = command.launch_timeout + _REPLY_PAD
-            async with self.admission.reserve(command.kernel_id, command.username, timeout):
-                reply = await self._send_start(worker.worker_id, command, timeout)
+            with self.placements.placed(worker.worker_id, command.kernel_name):
+                async with self.admission.reserve(command.kernel_id, command.username, timeout):
+                    reply = await self._send_start(worker.worker_id, command, timeout)
             if reply.kernel is None:
                 raise InternalError("the worker's start reply carried no kernel")
             return reply.kernel

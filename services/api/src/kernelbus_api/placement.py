@@ -1,10 +1,23 @@
 """Which live worker starts a kernel: one with a warm kernel of the spec ready, else the one
-with the spec and the most free slots."""
+with the spec and the most free slots.
+
+Heartbeats arrive every couple of seconds, so a burst of starts would all see the same
+snapshot and land on one worker. `Placements` remembers the starts this api replica placed
+and counts them against their worker until a heartbeat taken after the start can show them.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
 from kernelbus.errors import NoSuchKernelspec, NoWorkerAvailable
 from kernelbus.models import WorkerHeartbeat
+
+# Worker heartbeats are 2 s apart by default: a start finished SETTLE seconds ago is in one.
+SETTLE = 5.0
 
 
 def choose_worker(workers: list[WorkerHeartbeat], kernel_name: str) -> WorkerHeartbeat:
@@ -34,3 +47,59 @@ def choose_worker(workers: list[WorkerHeartbeat], kernel_name: str) -> WorkerHea
 
 def _reverse(worker_id: str) -> tuple[int, ...]:
     return tuple(-ord(c) for c in worker_id)
+
+
+@dataclass
+class _Placed:
+    worker_id: str
+    kernel_name: str
+    finished_at: float | None = None
+
+
+@dataclass
+class Placements:
+    """Starts this replica placed that the workers' heartbeats may not show yet.
+
+    A start counts against its worker (one slot, one pooled kernel of its spec) while it runs
+    and for `settle` seconds after it finished, long enough for the worker's next heartbeat.
+    Counting a start twice for a moment only spreads a burst a little more.
+    """
+
+    settle: float = SETTLE
+    clock: Callable[[], float] = time.monotonic
+    _placed: list[_Placed] = field(default_factory=list)
+
+    def view(self, workers: list[WorkerHeartbeat]) -> list[WorkerHeartbeat]:
+        """The heartbeats with this replica's unsettled starts applied."""
+        now = self.clock()
+        self._placed = [
+            p for p in self._placed if p.finished_at is None or now - p.finished_at < self.settle
+        ]
+        adjusted = []
+        for worker in workers:
+            mine = [p for p in self._placed if p.worker_id == worker.worker_id]
+            if not mine:
+                adjusted.append(worker)
+                continue
+            pooled = dict(worker.pooled_kernels)
+            for p in mine:
+                if pooled.get(p.kernel_name):
+                    pooled[p.kernel_name] -= 1
+            running = worker.running_kernels + len(mine)
+            update = {"running_kernels": running, "pooled_kernels": pooled}
+            adjusted.append(worker.model_copy(update=update))
+        return adjusted
+
+    def choose(self, workers: list[WorkerHeartbeat], kernel_name: str) -> WorkerHeartbeat:
+        """`choose_worker` over `view(workers)`: call `placed` at once with the result."""
+        return choose_worker(self.view(workers), kernel_name)
+
+    @contextmanager
+    def placed(self, worker_id: str, kernel_name: str) -> Iterator[None]:
+        """Count one start on `worker_id` from now until `settle` seconds after it ends."""
+        entry = _Placed(worker_id, kernel_name)
+        self._placed.append(entry)
+        try:
+            yield
+        finally:
+            entry.finished_at = self.clock()

@@ -128,7 +128,10 @@ class WorkerSettings(BusSettings):
         "reach) or `ipc` (Unix sockets in the runtime dir, private to the worker's user).",
     )
     runtime_dir: str = Field(
-        default="", description="Where connection files go (default: Jupyter's)."
+        default="",
+        description="Where connection files go (default: Jupyter's). When set, the directory "
+        "is this host's workers' own: a starting worker reaps the kernels left there that "
+        "nobody will adopt.",
     )
     metrics_port: int = Field(
         default=0, ge=0, le=65535, description="Port of /metrics and /health/live; 0 = off."
