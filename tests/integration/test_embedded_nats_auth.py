@@ -107,8 +107,9 @@ def test_the_permissions_of_the_services_are_deploy_permissions_json() -> None:
     )["users"]
     users = natsauth.load_permissions()
     assert {u: users[u] for u in compose} == compose
-    assert set(users) == {*compose, natsauth.CONSUMER_USER}
-    assert set(natsauth.SERVICE_USERS.values()) == set(compose)
+    # Besides compose's services: the events consumer and the embedded launcher itself.
+    assert set(users) == {*compose, natsauth.CONSUMER_USER, "launcher"}
+    assert set(natsauth.SERVICE_USERS.values()) == {*compose, "launcher"}
 
 
 def test_credentials_and_config_are_private_and_reused(embedded: Embedded) -> None:
@@ -212,14 +213,17 @@ async def test_the_consumer_can_neither_read_the_registry_nor_touch_durables(
 FORBIDDEN_PUBLISH = {
     "api": ["kb.conn.c1", "kb.kernel.k1.iopub", "$KV.kb_workers.w1", "$KV.kb_cull.k1"],
     "worker": ["kb.kernel.k1.in", "kb.kernel.k1.cmd", "kb.worker.w1.start", "$KV.kb_cull.k1"],
-    "culler": ["kb.kernel.k1.in", "kb.worker.w1.start", "kb.conn.c1", "kb.kernel.k1.iopub"],
+    # (the culler may publish iopub: a lost worker's kernels' `status: dead`)
+    "culler": ["kb.kernel.k1.in", "kb.worker.w1.start", "kb.conn.c1"],
     "events": ["kb.kernel.k1.in", "kb.kernel.k1.cmd", "kb.worker.w1.start", "$KV.kb_kernels.k1"],
+    "launcher": ["kb.kernel.k1.in", "kb.kernel.k1.cmd", "kb.worker.w1.start", "$KV.kb_kernels.k1"],
 }
 FORBIDDEN_SUBSCRIBE = {
     "api": ["kb.kernel.k1.in", "kb.worker.w1.start", "_INBOX_worker.>"],
     "worker": ["kb.conn.c1", "kb.kernel.k1.iopub", "_INBOX_api.>"],
     "culler": ["kb.kernel.k1.iopub", "kb.kernel.k1.in", "kb.events.>"],
     "events": ["kb.kernel.k1.iopub", "kb.kernel.k1.in", "_INBOX_culler.>"],
+    "launcher": ["kb.kernel.k1.iopub", "kb.kernel.k1.in", "kb.events.>", "_INBOX_api.>"],
 }
 
 
