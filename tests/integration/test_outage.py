@@ -347,3 +347,33 @@ async def test_websocket_of_a_worker_lost_during_the_outage_is_closed_to_reconne
                 await sock.recv(timeout=90)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
     kill_orphaned_kernels(services.runtime_dir)
+
+
+async def test_client_that_reconnects_with_its_session_after_the_outage_gets_the_output(
+    outage: Outage, services: Services
+) -> None:
+    """The client's websocket drops during the outage; it comes back after NATS returns with
+    the same session_id (as JupyterLab and jupyter_server's relay do) and gets what the kernel
+    printed meanwhile, in order, none twice (the worker resends what it sent since the api's
+    last ping answer; the api replica remembers what the session's old websocket delivered)."""
+    services.worker(nats_url=outage.url)
+    api = services.api(nats_url=outage.url)
+    kernel_id = await start_kernel(api)
+    url = f"{api.ws_url}/api/kernels/{kernel_id}/channels?session_id=coming-back"
+    total = 100
+    async with connect(url, additional_headers=api.headers) as ws:
+        sock = KernelSocket(ws, v1=False)
+        msg_id = await sock.send(execute(COUNTER.format(n=total)))
+        seen = await sock.until(lambda m: _printed(m, msg_id, "5"))
+        outage.stop()
+        await wait_until(lambda: _reason_mentions(api, "NATS"), "the api to notice the outage")
+    await asyncio.sleep(4)  # the kernel goes on printing with nobody connected and NATS down
+    outage.restart()
+    await wait_until(lambda: _ready(api), "the api to be ready again")
+    async with connect(url, additional_headers=api.headers) as ws:
+        sock = KernelSocket(ws, v1=False)
+        seen += await sock.until_finished(msg_id, timeout=90)
+    values = printed_values(seen, msg_id)
+    assert values == list(range(total)), f"lost, repeated or out of order: {_gaps(values, total)}"
+    async with http(api) as client:
+        assert (await client.delete(f"/api/kernels/{kernel_id}")).status_code == 204

@@ -72,9 +72,16 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
                 lambda: registry.put_heartbeat(
                     heartbeat(settings, supervisor, catalog, started_at)
                 ),
+                when=lambda: connectivity.connected,
             )
         ),
-        asyncio.create_task(_every(settings.activity_write_interval, supervisor.flush_activity)),
+        asyncio.create_task(
+            _every(
+                settings.activity_write_interval,
+                supervisor.flush_activity,
+                when=lambda: connectivity.connected,
+            )
+        ),
         asyncio.create_task(_every(settings.heartbeat_interval, supervisor.refill_pool)),
         asyncio.create_task(_every(settings.api_check_interval, liveness.check)),
     ]
@@ -109,9 +116,17 @@ def _worker_event(settings: WorkerSettings, kernel_ids: list[str]) -> dict[str, 
     }
 
 
-async def _every(interval: float, action: Callable[[], Awaitable[None]]) -> None:
+async def _every(
+    interval: float,
+    action: Callable[[], Awaitable[None]],
+    when: Callable[[], bool] = lambda: True,
+) -> None:
+    """Run `action` every `interval` s; skipped while `when()` is false (registry writes
+    while NATS is down would each wait out a timeout, then fail: they resume after it)."""
     while True:
         await asyncio.sleep(interval)
+        if not when():
+            continue
         try:
             await action()
         except Exception:

@@ -32,6 +32,25 @@ SEEN_IDS = 20_000
 """msg_ids remembered per connection: more than a worker's recent-frames window holds."""
 
 
+@dataclass
+class SeenIds:
+    """The last `SEEN_IDS` msg_ids delivered to a client (handed on to the next connection of
+    the same session on this replica, so a client that comes back is not sent them twice)."""
+
+    ids: set[str] = field(default_factory=set)
+    order: deque[str] = field(default_factory=deque)
+
+    def check(self, msg_id: str) -> bool:
+        """True if `msg_id` was delivered before; otherwise remember it."""
+        if msg_id in self.ids:
+            return True
+        self.ids.add(msg_id)
+        self.order.append(msg_id)
+        if len(self.order) > SEEN_IDS:
+            self.ids.discard(self.order.popleft())
+        return False
+
+
 @dataclass(frozen=True)
 class Outgoing:
     channel: str
@@ -64,8 +83,7 @@ class Connection:
     closing: bool = False
     held_input: list[tuple[str, list[bytes]]] | None = None
     """Client messages kept while the bus is down or this connection re-attaches after it."""
-    _seen: set[str] = field(default_factory=set)
-    _seen_order: deque[str] = field(default_factory=deque)
+    seen: SeenIds = field(default_factory=lambda: SeenIds())
 
     @property
     def session_key(self) -> str:
@@ -118,13 +136,7 @@ class Connection:
         it did get already is recognised by msg_id (the last `SEEN_IDS`) and not sent twice."""
         if not isinstance(msg_id, str) or not msg_id:
             return False
-        if msg_id in self._seen:
-            return True
-        self._seen.add(msg_id)
-        self._seen_order.append(msg_id)
-        if len(self._seen_order) > SEEN_IDS:
-            self._seen.discard(self._seen_order.popleft())
-        return False
+        return self.seen.check(msg_id)
 
     def _rate_limited(self, parts: list[bytes], msg_type: str) -> bool:
         if self.limiter is None:

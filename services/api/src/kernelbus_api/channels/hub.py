@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -15,7 +16,7 @@ from kernelbus import bus, chunking, subjects
 from kernelbus.errors import KernelbusError, NoSuchKernel
 from kernelbus.framing import pack_v1
 from kernelbus.messages import AttachConnection, AttachReply, DetachConnection
-from kernelbus_api.channels.connection import Connection
+from kernelbus_api.channels.connection import Connection, SeenIds
 from kernelbus_api.channels.counts import ConnectionCounts
 from kernelbus_api.channels.feeds import KernelFeeds
 from kernelbus_api.state import AppState
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 REATTACH_FOR = 30.0
 """Seconds a websocket waits after a NATS outage for its kernel's worker to answer again;
 then it is closed with 1012 (service restart), which clients answer by reconnecting."""
+SEEN_KEPT_FOR = 120.0
+"""Seconds the msg_ids a closed websocket delivered are kept for its session's next one."""
+MAX_SEEN_SESSIONS = 1000
 MAX_HELD_INPUT = 1000
 """Client messages kept per websocket while the bus is down; beyond, it is closed (1013)."""
 
@@ -38,6 +42,7 @@ class Hub:
     _subs: dict[str, Subscription] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     open_connections: set[Connection] = field(default_factory=set)
+    _seen_by_session: dict[str, tuple[float, SeenIds]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
@@ -97,6 +102,7 @@ class Hub:
 
         Raises the typed error of a failed attach, with nothing left subscribed.
         """
+        self._inherit_seen(conn)
         self._replace_stale(conn)
         async with self._lock:
             self._subs[conn.conn_id] = await self.state.nc.subscribe(
@@ -119,6 +125,7 @@ class Hub:
         Never raises: during shutdown NATS may already be draining, and the worker may be gone.
         """
         self.open_connections.discard(conn)
+        self._keep_seen(conn)
         await self.counts.remove(conn.kernel_id)
         try:
             await self._detach(conn)
@@ -147,6 +154,23 @@ class Hub:
             await self.state.nc.publish(
                 subject, data, headers={**headers, subjects.CONN_HEADER: conn.conn_id}
             )
+
+    def _keep_seen(self, conn: Connection) -> None:
+        now = time.monotonic()
+        self._seen_by_session[conn.session_key] = (now, conn.seen)
+        for key, (at, _) in list(self._seen_by_session.items()):
+            if now - at > SEEN_KEPT_FOR or len(self._seen_by_session) > MAX_SEEN_SESSIONS:
+                del self._seen_by_session[key]
+
+    def _inherit_seen(self, conn: Connection) -> None:
+        """What the session's previous websocket on this replica delivered is not resent
+        (the worker may resend it after a bus outage, not knowing what arrived)."""
+        kept = self._seen_by_session.pop(conn.session_key, None)
+        stale = self.sessions.get(conn.session_key)
+        if stale is not None:
+            conn.seen = stale.seen
+        elif kept is not None and time.monotonic() - kept[0] <= SEEN_KEPT_FOR:
+            conn.seen = kept[1]
 
     def _replace_stale(self, conn: Connection) -> None:
         stale = self.sessions.get(conn.session_key)
