@@ -42,8 +42,8 @@ TARGETS = (
     "kernelbus-events",
     "nats-server",
 )
-COUNT = 80
-"""Counter values per phase (8 s of output; the kill comes after the first 10)."""
+COUNT = 120
+"""Counter values per phase (12 s of output; the kill comes after the first 10)."""
 
 
 @pytest.fixture

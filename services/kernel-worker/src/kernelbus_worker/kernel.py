@@ -69,6 +69,8 @@ class ManagedKernel:
         self.spec_env: dict[str, str] = {}
         self.dirty = True
         self.busy_with_lifecycle = False
+        self.readopted = False
+        """Taken over from a crashed worker (whose reply routes are gone)."""
         self._pumps: list[asyncio.Task[None]] = []
         self._info_waiters: dict[str, asyncio.Future[None]] = {}
         self._iopub_seen = asyncio.Event()
@@ -134,6 +136,11 @@ class ManagedKernel:
 
     async def _route_reply(self, channel: str, parts: list[bytes], parent_id: str | None) -> None:
         conn_id = self.routes.lookup(parent_id)
+        if conn_id is None and self.readopted and channel != "stdin":
+            # A reply to a request sent through this kernel's previous worker, whose routes
+            # died with it: every client of the kernel gets it (clients skip foreign replies).
+            await self.outbox.publish(self._iopub_subject, pack_v1(channel, parts))
+            return
         if conn_id is None:
             self.log.debug("no route for a %s reply to %s; dropped", channel, parent_id)
             return
