@@ -228,6 +228,26 @@ class Supervisor:
             return_exceptions=True,
         )
 
+    # --- NATS outages ----------------------------------------------------------------------
+
+    def bus_lost(self, last_seen: dict[str, float]) -> None:
+        """Every kernel holds its output for its open connections (`ManagedKernel.bus_lost`);
+        `last_seen` is when each api replica last answered a ping."""
+        for kernel in self.kernels.values():
+            since = {
+                a.conn_id: max(a.attached_at, last_seen.get(a.api_instance, 0.0))
+                for a in kernel.attached.values()
+            }
+            kernel.bus_lost(since)
+
+    def bus_back(self) -> None:
+        for kernel in self.kernels.values():
+            kernel.bus_back()
+
+    def expire_holds(self) -> None:
+        for kernel in self.kernels.values():
+            kernel.expire_hold()
+
     # --- activity -------------------------------------------------------------------------
 
     async def flush_activity(self) -> None:
@@ -236,5 +256,9 @@ class Supervisor:
             if not kernel.dirty or kernel.busy_with_lifecycle:
                 continue
             kernel.dirty = False
-            await self.registry.put_kernel(kernel.record)
+            try:
+                await self.registry.put_kernel(kernel.record)
+            except Exception:
+                kernel.dirty = True  # e.g. NATS down: written on a later pass, not forgotten
+                raise
             await self.notices.activity(kernel)
