@@ -28,6 +28,7 @@ from kernelbus.children import NatsChild, ServiceChild
 from kernelbus.launcher_settings import LauncherSettings
 from kernelbus.logs import setup_logging
 from kernelbus.processes import entry_point, kill_orphaned_kernels
+from kernelbus.quickexit import skip_final_collection
 from kernelbus.restarts import RestartReporter
 from kernelbus.supervision import Child, CrashLoop, RestartPolicy, Supervisor
 
@@ -99,6 +100,7 @@ def run() -> int:
         print(f"kernelbus run: invalid settings, refusing to start:\n{exc}", file=sys.stderr)
         return 2
     setup_logging("text", "WARNING")  # restarts and crash loops, on stderr
+    skip_final_collection()
     return asyncio.run(_run(deployment))
 
 
