@@ -198,12 +198,18 @@ class ManagedKernel:
         """A client message from the bus: check its framing, remember its route, send it."""
         try:
             channel, parts = unpack_v1(frame)
-            msg_id = json.loads(parts[0])["msg_id"]
+            header = json.loads(parts[0])
+            msg_id = header["msg_id"]
         except (FrameError, ValueError, KeyError, TypeError) as exc:
             self.log.warning("dropped a malformed client message: %s", exc)
             return
         if channel == "iopub" or self.sockets is None:
             return
+        if conn_id and self.readopted and conn_id not in self._conn_sessions:
+            # A websocket attached to the crashed predecessor, still open at its api replica:
+            # known from now on (held for during a bus outage, buffered for when it leaves).
+            session = header.get("session") if isinstance(header, dict) else None
+            self.attach(conn_id, str(session or f"adopted:{conn_id}"))
         if conn_id and channel != "stdin":
             self.routes.remember(str(msg_id), conn_id)
         await self.sockets.send(channel, parts)
