@@ -3,7 +3,7 @@ and every service as a local child process; api on 127.0.0.1:$KERNELBUS_PORT.
 
 A process that exits unasked is restarted (same settings: a worker keeps its id and re-adopts
 its kernels; nats-server keeps its port and store), counted at the launcher's /metrics and
-announced as a `service_restarted` event. Only a crash loop stops everything (ADR 0009).
+announced as a `service_restarted` event. Only a crash loop stops everything (ADR 0010).
 
 Ctrl-C (or SIGTERM) stops the api first, then the culler, the events service and the worker
 (which shuts its kernels down over a live bus), then NATS: nothing is left behind.
@@ -29,6 +29,7 @@ from kernelbus.children import NatsChild, ServiceChild
 from kernelbus.launcher_settings import LauncherSettings
 from kernelbus.logs import setup_logging
 from kernelbus.processes import entry_point, kill_orphaned_kernels
+from kernelbus.quickexit import skip_final_collection
 from kernelbus.restarts import RestartReporter
 from kernelbus.supervision import Child, CrashLoop, RestartPolicy, Supervisor
 
@@ -100,6 +101,7 @@ def run() -> int:
         print(f"kernelbus run: invalid settings, refusing to start:\n{exc}", file=sys.stderr)
         return 2
     setup_logging("text", "WARNING")  # restarts and crash loops, on stderr
+    skip_final_collection()
     return asyncio.run(_run(deployment))
 
 

@@ -113,6 +113,7 @@ async def restore_manager(km: AsyncKernelManager, record: KernelRecord) -> None:
 async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float) -> ManagedKernel:
     """The running kernel `record` describes, with its bridge reconnected; raises if gone."""
     kernel = factory.new(record)
+    kernel.readopted = True
     await restore_manager(kernel.km, record)
     if not await kernel.km.is_alive():
         raise RuntimeError("the kernel process is gone")

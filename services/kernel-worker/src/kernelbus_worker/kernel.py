@@ -73,6 +73,8 @@ class ManagedKernel:
         self.spec_env: dict[str, str] = {}
         self.dirty = True
         self.busy_with_lifecycle = False
+        self.readopted = False
+        """Taken over from a crashed worker (whose reply routes are gone)."""
         self._pumps: list[asyncio.Task[None]] = []
         self._info_waiters: dict[str, asyncio.Future[None]] = {}
         self._iopub_seen = asyncio.Event()
@@ -167,6 +169,11 @@ class ManagedKernel:
 
     async def _route_reply(self, channel: str, parts: list[bytes], parent_id: str | None) -> None:
         conn_id = self.routes.lookup(parent_id)
+        if conn_id is None and self.readopted and channel != "stdin":
+            # A reply to a request sent through this kernel's previous worker, whose routes
+            # died with it: every client of the kernel gets it (clients skip foreign replies).
+            await self.outbox.publish(self._iopub_subject, pack_v1(channel, parts))
+            return
         if conn_id is None:
             self.log.debug("no route for a %s reply to %s; dropped", channel, parent_id)
             return
@@ -222,7 +229,8 @@ class ManagedKernel:
         """A client message from the bus: check its framing, remember its route, send it."""
         try:
             channel, parts = unpack_v1(frame)
-            msg_id = json.loads(parts[0])["msg_id"]
+            header = json.loads(parts[0])
+            msg_id = header["msg_id"]
         except (FrameError, ValueError, KeyError, TypeError) as exc:
             self.log.warning("dropped a malformed client message: %s", exc)
             return
@@ -233,6 +241,11 @@ class ManagedKernel:
             return
         if self.sockets is None:
             return
+        if conn_id and self.readopted and conn_id not in self._conn_sessions:
+            # A websocket attached to the crashed predecessor, still open at its api replica:
+            # known from now on (held for during a bus outage, buffered for when it leaves).
+            session = header.get("session") if isinstance(header, dict) else None
+            self.attach(conn_id, str(session or f"adopted:{conn_id}"))
         if conn_id and channel != "stdin":
             self.routes.remember(str(msg_id), conn_id)
         await self.sockets.send(channel, parts)
