@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats.js.errors
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from kernelbus import subjects
 from kernelbus.kvkeys import kv_keys
 from kernelbus.models import KernelRecord, WorkerHeartbeat
+from kernelbus.registryview import KernelSummary, RegistryView
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,8 @@ class Registry:
     kernels: KeyValue
     workers: KeyValue
     connections: KeyValue
+    view: RegistryView | None = field(default=None, compare=False)
+    """Watch-fed view for listing (api, culler): see `kernelbus.registryview`."""
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> Registry:
@@ -33,6 +37,29 @@ class Registry:
             workers=await js.key_value(subjects.WORKERS_BUCKET),
             connections=await js.key_value(subjects.CONNECTIONS_BUCKET),
         )
+
+    async def start_view(self, nc: Client, timeout: float = 10.0) -> None:
+        """Open the watch-fed view and wait (up to `timeout`) for its first full load; until
+        it has one, listings read the buckets directly."""
+        self.view = RegistryView.of(nc, self.kernels, self.connections)
+        self.view.start()
+        if not await self.view.wait_ready(timeout):
+            log.warning(
+                "registry view not loaded after %.0f s; reading the buckets directly", timeout
+            )
+
+    async def close_view(self) -> None:
+        if self.view is not None:
+            await self.view.close()
+            self.view = None
+
+    async def kernel_summaries(self) -> list[KernelSummary]:
+        """Every kernel, as of now: from the view when it has caught up, else read directly."""
+        if self.view is not None and self.view.kernels.ready.is_set():
+            summaries = await self.view.kernel_summaries()
+            if summaries is not None:
+                return summaries
+        return [KernelSummary.of(record) for record in await self.list_kernels()]
 
     # --- kernels ------------------------------------------------------------------------
 
@@ -105,6 +132,8 @@ class Registry:
 
     async def connection_counts(self) -> dict[str, int]:
         """kernel_id -> open websockets summed over every live api replica."""
+        if self.view is not None and (viewed := self.view.connection_counts()) is not None:
+            return viewed
         counts: dict[str, int] = {}
         for key in await _keys(self.connections):
             kernel_id = key.split(".", 1)[0]

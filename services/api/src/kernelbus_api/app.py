@@ -40,6 +40,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         js = nc.jetstream()
         await bus.ensure_infrastructure(js)
         registry = await Registry.open(js)
+        await registry.start_view(nc)
         admission = Admission(
             kv=await js.key_value(subjects.STARTS_BUCKET),
             registry=registry,
@@ -53,6 +54,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         try:
             yield
         finally:
+            await registry.close_view()
             await bus.close(nc)
 
     prefix = settings.prefix

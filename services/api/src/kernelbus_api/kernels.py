@@ -28,6 +28,7 @@ from kernelbus.messages import (
 )
 from kernelbus.models import KernelRecord
 from kernelbus.registry import Registry
+from kernelbus.registryview import KernelSummary
 from kernelbus_api.admission import Admission
 from kernelbus_api.kernel_env import kernel_env
 from kernelbus_api.models import StartKernelBody
@@ -52,7 +53,7 @@ class Kernels:
 
     async def list_models(self) -> list[dict[str, Any]]:
         counts = await self.registry.connection_counts()
-        records = await self.registry.list_kernels()
+        records = await self.registry.kernel_summaries()
         return [r.jupyter_model(counts.get(r.id, 0)) for r in sorted(records, key=_started)]
 
     async def get(self, kernel_id: str) -> KernelRecord:
@@ -145,5 +146,5 @@ class Kernels:
             ) from exc
 
 
-def _started(record: KernelRecord) -> Any:
+def _started(record: KernelSummary) -> Any:
     return record.started_at

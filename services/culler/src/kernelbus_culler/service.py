@@ -27,6 +27,7 @@ async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
     js = nc.jetstream()
     await bus.ensure_infrastructure(js)
     registry = await Registry.open(js)
+    await registry.start_view(nc)
     leases = Leases(await js.key_value(subjects.CULL_BUCKET), settings.culler_id)
     publisher = await EventPublisher.open(js, settings.culler_id)
     culler = Culler(settings, nc, registry, leases, publisher)
@@ -46,6 +47,7 @@ async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
         await publisher.close()
+        await registry.close_view()
         await bus.close(nc)
 
 
