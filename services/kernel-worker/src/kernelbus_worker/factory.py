@@ -29,6 +29,8 @@ class KernelFactory:
         self.catalog = catalog
         self.outbox = outbox
         self.context = zmq.asyncio.Context()
+        # Four sockets per kernel: the default ceiling (1023) would stop a worker at ~250.
+        self.context.set(zmq.MAX_SOCKETS, 100_000)
 
     def new(self, record: KernelRecord) -> ManagedKernel:
         """A kernel object for `record`, its manager set up but no process started."""
