@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 import time
@@ -54,9 +55,16 @@ class KernelSummary:
     started_at: datetime
     reason: str
     username: str | None
+    json_head: bytes
+    """The Jupyter model as JSON up to the connection count (`model_json`): rendered once
+    per registry write, so that listing 10,000 kernels is a join, not 10,000 renderings."""
+    json_tail: bytes
 
     @classmethod
     def of(cls, record: KernelRecord) -> KernelSummary:
+        model = record.jupyter_model(0)
+        head = _json({k: model[k] for k in ("id", "name", "last_activity", "execution_state")})
+        tail = b"}" if "reason" not in model else b',"reason":' + _json(model["reason"]) + b"}"
         return cls(
             id=record.id,
             name=_intern(record.name),
@@ -66,7 +74,13 @@ class KernelSummary:
             started_at=record.started_at,
             reason=record.reason,
             username=_intern(record.username) if record.username else record.username,
+            json_head=head[:-1] + b',"connections":',
+            json_tail=tail,
         )
+
+    def model_json(self, connections: int = 0) -> bytes:
+        """`jupyter_model(connections)` as compact JSON (as Starlette's JSONResponse writes)."""
+        return self.json_head + str(int(connections)).encode() + self.json_tail
 
     def jupyter_model(self, connections: int = 0) -> dict[str, Any]:
         """Same shape as `KernelRecord.jupyter_model`."""
@@ -80,6 +94,10 @@ class KernelSummary:
         if self.reason:
             model["reason"] = self.reason
         return model
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _intern(value: str) -> str:

@@ -56,6 +56,12 @@ class Kernels:
         records = await self.registry.kernel_summaries()
         return [r.jupyter_model(counts.get(r.id, 0)) for r in sorted(records, key=_started)]
 
+    async def list_json(self) -> bytes:
+        """`list_models()` rendered as JSON from the pre-rendered registry view entries."""
+        counts = await self.registry.connection_counts()
+        records = sorted(await self.registry.kernel_summaries(), key=_started)
+        return b"[" + b",".join(r.model_json(counts.get(r.id, 0)) for r in records) + b"]"
+
     async def get(self, kernel_id: str) -> KernelRecord:
         record = await self.registry.get_kernel(kernel_id)
         if record is None:
