@@ -253,6 +253,8 @@ async def main() -> None:
                     "api_rss_growth_bytes_per_kernel": round((api_rss - api_base) * 1024 / grown),
                     "workers_rss_kb": workers_rss,
                     "workers_rss_kb_per_1000": round((workers_rss - worker_base) * 1000 / grown),
+                    "worker_processes_rss_kb": sum(rss_kb(w.pid) for w in workers),
+                    "sim_hosts_rss_kb": workers_rss - sum(rss_kb(w.pid) for w in workers),
                     "culler_bench_rss_kb": rss_kb(os.getpid()),
                     "nats_store_bytes": du_bytes(root / "nats"),
                     "nats_rss_kb": rss_kb(server.process.pid),

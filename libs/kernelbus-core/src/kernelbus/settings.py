@@ -23,6 +23,13 @@ class BusSettings(BaseSettings):
     nats_password: str | None = Field(
         default=None, validation_alias="NATS_PASSWORD", description="Password of NATS_USER."
     )
+    nats_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        validation_alias=AliasChoices("KERNELBUS_NATS_REPLICAS"),
+        description="Replicas of new KV buckets and streams (0: min(3, cluster size)).",
+    )
     nats_connect_attempts: int = Field(
         default=30,
         ge=1,

@@ -38,7 +38,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nc = await bus.connect(settings, name=settings.api_instance, role="api")
         js = nc.jetstream()
-        await bus.ensure_infrastructure(js)
+        await bus.ensure_infrastructure(js, settings.nats_replicas)
         registry = await Registry.open(js)
         await registry.start_view(nc)
         admission = Admission(

@@ -25,7 +25,7 @@ async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
     """Run until `stop` is set. The view is rebuilt from the registry before the first pass."""
     nc = await bus.connect(settings, name=settings.culler_id, role="culler")
     js = nc.jetstream()
-    await bus.ensure_infrastructure(js)
+    await bus.ensure_infrastructure(js, settings.nats_replicas)
     registry = await Registry.open(js)
     await registry.start_view(nc)
     leases = Leases(await js.key_value(subjects.CULL_BUCKET), settings.culler_id)

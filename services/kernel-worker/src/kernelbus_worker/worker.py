@@ -29,7 +29,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     stop = stop or _stop_on_signals()
     nc = await bus.connect(settings, name=f"worker-{settings.id}", role="worker")
     js = nc.jetstream()
-    await bus.ensure_infrastructure(js)
+    await bus.ensure_infrastructure(js, settings.nats_replicas)
     registry = await Registry.open(js)
     publisher = await EventPublisher.open(js, source=f"kernel-worker/{settings.id}")
     catalog = Catalog.create(settings.kernelspec_names)
