@@ -146,7 +146,11 @@ async def _ensure_kv(
         return await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:
         pass
-    config = KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)
+    # direct: any replica answers a get, so reads go on while a new leader is being elected
+    # (a miss is re-read from the leader: `kernelbus.registry`).
+    config = KeyValueConfig(
+        bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas, direct=True
+    )
     if ttl:
         config.ttl = ttl
     try:

@@ -71,12 +71,20 @@ class Registry:
         """The record and its KV revision (for compare-and-set updates)."""
         try:
             entry = await self.kernels.get(kernel_id)
+            value, revision = entry.value, entry.revision or 0
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        if not entry.value:
+            # A direct get may be answered by a replica a write has not reached yet: a miss
+            # is asked again of the stream's leader (read-your-writes for a kernel just started).
+            if not getattr(self.kernels, "_direct", False):
+                return None
+            found = await _leader_get(self.kernels, kernel_id)
+            if found is None:
+                return None
+            value, revision = found
+        if not value:
             return None
         try:
-            return KernelRecord.model_validate_json(entry.value), entry.revision or 0
+            return KernelRecord.model_validate_json(value), revision
         except ValidationError:
             log.warning("unreadable registry entry for kernel %s", kernel_id)
             return None
@@ -149,6 +157,19 @@ class Registry:
 
     async def connections_of(self, kernel_id: str) -> int:
         return (await self.connection_counts()).get(kernel_id, 0)
+
+
+async def _leader_get(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
+    """The key's last message as the stream leader has it (private nats-py attributes, as in
+    `kernelbus.kvkeys`); None when absent or deleted."""
+    try:
+        msg = await kv._js.get_last_msg(kv._stream, f"{kv._pre}{key}", direct=False)
+    except nats.js.errors.NotFoundError:
+        return None
+    operation = (msg.headers or {}).get("KV-Operation")
+    if operation in ("DEL", "PURGE") or not msg.data:
+        return None
+    return msg.data, msg.seq or 0
 
 
 async def _keys(kv: KeyValue) -> list[str]:

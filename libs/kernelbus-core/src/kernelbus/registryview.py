@@ -224,8 +224,21 @@ class BucketView(Generic[T]):
         book[entry.key] = (value, written)
 
     async def barrier(self, timeout: float) -> bool:
-        """Wait until every write the stream holds now has been applied; False on timeout."""
-        info = await self.kv._js.stream_info(self.kv._stream)
+        """Wait until every write the stream holds now has been applied; False on timeout.
+
+        When the stream cannot say (no leader: a cluster node was lost and a new leader is
+        being elected, which takes seconds), no write can complete either: the view's
+        contents are served as they are rather than failing the read.
+        """
+        try:
+            info = await asyncio.wait_for(self.kv._js.stream_info(self.kv._stream), timeout / 2)
+        except Exception as exc:
+            if not self.ready.is_set():
+                raise
+            log.warning(
+                "registry view of %s: stream unavailable (%r); serving the view", self._name, exc
+            )
+            return True
         target = info.state.last_seq
         deadline = time.monotonic() + timeout
         while self.revision < target or not self.ready.is_set():
