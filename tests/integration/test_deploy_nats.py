@@ -20,9 +20,10 @@ import nats.errors
 import pytest
 from channels_support import open_socket, types
 from nats.aio.client import Client
+from websockets.exceptions import ConnectionClosed
 
 from kernelbus import bus, natsserver
-from kernelbus.processes import ServiceProcess, wait_for
+from kernelbus.processes import ServiceProcess, kill_orphaned_kernels, wait_for
 from kernelbus.settings import BusSettings
 from kernelbus.testing.plugin import ApiProcess, Services, _http_ok
 
@@ -245,3 +246,47 @@ async def test_a_wrong_password_is_refused(secured_nats: natsserver.NatsServer) 
             allow_reconnect=False,
         )
     assert "authorization" in str(refused.value).lower()
+
+
+async def test_a_lost_workers_clients_hear_dead_and_are_closed_under_compose_permissions(
+    cluster: tuple[Services, ApiProcess],
+    secured_nats: natsserver.NatsServer,
+    passwords: dict[str, str],
+) -> None:
+    """A worker that never comes back: the culler (as its own NATS user) marks its kernels
+    dead and publishes their `status: dead` on iopub, which compose's permissions must allow;
+    the connected client gets it and the websocket is closed."""
+    services, api = cluster
+    doomed = services.worker({**creds("worker", passwords), "KERNELBUS_WORKER_MAX_KERNELS": "500"})
+    culler = services.spawn(
+        "kernelbus-culler",
+        {**creds("culler", passwords), "KERNELBUS_CULLER_WORKER_CHECK_INTERVAL": "1"},
+        secured_nats.url,
+    )
+    wait_for(lambda: "ready" in culler.log(), 60, "the culler", culler)
+    async with httpx.AsyncClient(base_url=api.url, headers=api.headers, timeout=60) as http:
+        started = await http.post("/api/kernels", json={"name": "python3"})
+        assert started.status_code == 201, started.text
+        kid = started.json()["id"]
+        socket = await open_socket(api, kid)
+        try:
+            await socket.run("1")
+            doomed.kill()
+            last = await socket.until(
+                lambda m: (
+                    m["header"]["msg_type"] == "status"
+                    and m["content"]["execution_state"] == "dead"
+                ),
+                timeout=90,
+            )
+            assert last[-1]["parent_header"] == {}
+            with pytest.raises(ConnectionClosed) as closed:
+                await socket.recv(timeout=30)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        finally:
+            await socket.close()
+        model = (await http.get(f"/api/kernels/{kid}")).json()
+        assert model["execution_state"] == "dead" and "lost" in model["reason"]
+        kill_orphaned_kernels(services.runtime_dir)  # the dead worker's kernel lives on
+        assert (await http.delete(f"/api/kernels/{kid}")).status_code == 204
+    no_violations(culler)

@@ -30,6 +30,7 @@ def test_every_error_code_has_a_status() -> None:
         ("launch_timeout", 500),
         ("restart_failed", 500),
         ("bus_timeout", 504),
+        ("bus_unavailable", 503),
         ("payload_too_large", 413),
         ("internal", 500),
     ],

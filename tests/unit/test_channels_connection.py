@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any, cast
 
 from starlette.websockets import WebSocket
@@ -26,8 +27,13 @@ def connection(msg_rate: float = 0) -> Connection:
     )
 
 
-def message(msg_type: str, content: dict[str, Any], parent: dict[str, Any] = PARENT) -> bytes:
-    header = {"msg_id": "m", "msg_type": msg_type}
+def message(
+    msg_type: str,
+    content: dict[str, Any],
+    parent: dict[str, Any] = PARENT,
+    msg_id: str | None = None,
+) -> bytes:
+    header = {"msg_id": msg_id or uuid.uuid4().hex, "msg_type": msg_type}
     parts = [json.dumps(p).encode() for p in (header, parent, {}, content)]
     return pack_v1("iopub", parts)
 
@@ -81,3 +87,15 @@ def test_malformed_bus_messages_are_dropped() -> None:
     conn.deliver_frame(b"garbage")
     conn.deliver_frame(pack_v1("iopub", [b"[1]", b"{}", b"{}", b"{}"]))
     assert queued(conn) == []
+
+
+def test_a_message_delivered_again_after_a_bus_outage_is_not_sent_twice() -> None:
+    conn = connection()
+    first = message("stream", {"name": "stdout", "text": "1\n"}, msg_id="a")
+    conn.deliver_frame(first)
+    conn.deliver_frame(message("stream", {"name": "stdout", "text": "2\n"}, msg_id="b"))
+    conn.deliver_frame(first)  # resent by the worker's hold after the outage
+    assert [json.loads(i.parts[0])["msg_id"] for i in queued(conn) if isinstance(i, Outgoing)] == [
+        "a",
+        "b",
+    ]

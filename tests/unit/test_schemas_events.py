@@ -18,6 +18,14 @@ from kernelbus.schemas import InvalidEvent, event_registry, load_event_schemas, 
 JS_SCHEMAS = Path(jupyter_server.__file__).parent / "event_schemas"
 KID = "8c4b7a1e-3f0e-4b8e-9d59-5d2f8c7f6a10"
 WORKER = {"worker_id": "w1", "hostname": "h", "max_kernels": 4, "kernel_ids": [KID]}
+RESTART = {
+    "service": "kernelbus-worker",
+    "exit_code": -9,
+    "restarts": 1,
+    "delay": 0.25,
+    "pid": 4242,
+    "hostname": "h",
+}
 
 VALID: list[tuple[str, dict[str, Any]]] = [
     (events.KERNEL_ACTIONS, {"action": "start", "msg": "m"}),
@@ -55,6 +63,8 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     (events.WORKER_STARTED, WORKER),
     (events.WORKER_STOPPED, {**WORKER, "kernel_ids": []}),
     (events.WORKER_LOST, WORKER),
+    (events.SERVICE_RESTARTED, RESTART),
+    (events.SERVICE_RESTARTED, {**RESTART, "exit_code": None, "delay": 0}),
 ]
 
 INVALID: list[tuple[str, dict[str, Any]]] = [
@@ -92,6 +102,9 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
     (events.WORKER_STARTED, {**WORKER, "max_kernels": 1.5}),
     (events.WORKER_LOST, {**WORKER, "kernel_ids": [1]}),
     (events.WORKER_STOPPED, {"worker_id": "w1"}),
+    (events.SERVICE_RESTARTED, {**RESTART, "restarts": 0}),
+    (events.SERVICE_RESTARTED, {**RESTART, "exit_code": "-9"}),
+    (events.SERVICE_RESTARTED, {k: v for k, v in RESTART.items() if k != "service"}),
 ]
 
 
@@ -121,6 +134,7 @@ def test_every_schema_registers_with_the_jupyter_events_rules() -> None:
         events.WORKER_STARTED,
         events.WORKER_STOPPED,
         events.WORKER_LOST,
+        events.SERVICE_RESTARTED,
     }
     assert ids == expected
 

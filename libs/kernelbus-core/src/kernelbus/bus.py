@@ -3,9 +3,12 @@ and the JetStream streams and KV buckets every service expects to exist."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import nats
@@ -23,6 +26,7 @@ from kernelbus import subjects
 from kernelbus.errors import (
     BadRequest,
     BusTimeout,
+    BusUnavailable,
     KernelbusError,
     NoWorkerAvailable,
     PayloadTooLarge,
@@ -53,13 +57,80 @@ def inbox_prefix(role: str | None) -> str:
     return f"{DEFAULT_INBOX_PREFIX}_{role}"
 
 
-async def connect(settings: BusSettings, name: str, role: str | None = None) -> Client:
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Connectivity:
+    """Whether this process's NATS connection is up, and since when (monotonic seconds).
+
+    Fed by the connection's callbacks, so a disconnect between two polls is never missed.
+    Services judge by it what a missing answer means: during an outage, or right after one,
+    an absent heartbeat or responder says nothing about the peer.
+    """
+
+    connected_since: float | None = field(default_factory=time.monotonic)
+    disconnected_at: float | None = None
+    outages: int = 0
+    on_disconnected: list[Hook] = field(default_factory=list)
+    on_reconnected: list[Hook] = field(default_factory=list)
+    down: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while disconnected: `await connectivity.down.wait()` to react to an outage."""
+
+    @property
+    def connected(self) -> bool:
+        return self.connected_since is not None
+
+    def steady_for(self, seconds: float, now: float | None = None) -> bool:
+        """Connected without a break for at least `seconds`."""
+        now = time.monotonic() if now is None else now
+        return self.connected_since is not None and now - self.connected_since >= seconds
+
+    def reason(self) -> str:
+        """Why the bus is unusable ("" when it is connected)."""
+        if self.connected_since is not None:
+            return ""
+        since = self.disconnected_at or time.monotonic()
+        return f"not connected to NATS (disconnected {time.monotonic() - since:.0f} s ago)"
+
+    async def lost(self) -> None:
+        if self.connected_since is None:
+            return
+        self.connected_since = None
+        self.disconnected_at = time.monotonic()
+        self.outages += 1
+        self.down.set()
+        for hook in self.on_disconnected:
+            await _run_hook(hook)
+
+    async def regained(self) -> None:
+        self.connected_since = time.monotonic()
+        self.disconnected_at = None
+        self.down.clear()
+        for hook in self.on_reconnected:
+            await _run_hook(hook)
+
+
+async def _run_hook(hook: Hook) -> None:
+    try:
+        await hook()
+    except Exception:  # a failing hook must not stop nats-py's reconnect machinery
+        log.exception("bus connectivity hook failed")
+
+
+async def connect(
+    settings: BusSettings,
+    name: str,
+    role: str | None = None,
+    connectivity: Connectivity | None = None,
+) -> Client:
     """Connect with a bounded first attempt loop, then reconnect forever.
 
     nats-py retries the initial connect `max_reconnect_attempts` times: bounded here so a
     missing NATS fails a service's start clearly, lifted afterwards so a restarted NATS is
-    always rejoined. `role` ("api", "worker", ...) selects the reply inbox prefix
-    (`inbox_prefix`); without it replies use the shared `_INBOX`.
+    always rejoined, however long it was away. `role` ("api", "worker", ...) selects the
+    reply inbox prefix (`inbox_prefix`); without it replies use the shared `_INBOX`.
+    `connectivity`, when given, follows the connection's state (`Connectivity`).
     """
     prefix = inbox_prefix(role)
 
@@ -68,9 +139,13 @@ async def connect(settings: BusSettings, name: str, role: str | None = None) -> 
 
     async def on_disconnected() -> None:
         log.warning("disconnected from nats")
+        if connectivity is not None:
+            await connectivity.lost()
 
     async def on_reconnected() -> None:
         log.info("reconnected to nats")
+        if connectivity is not None:
+            await connectivity.regained()
 
     try:
         nc = await nats.connect(
@@ -89,6 +164,8 @@ async def connect(settings: BusSettings, name: str, role: str | None = None) -> 
     except (nats.errors.NoServersError, OSError) as exc:
         raise ConnectionError(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
     nc.options["max_reconnect_attempts"] = -1
+    if connectivity is not None:
+        connectivity.connected_since = time.monotonic()
     return nc
 
 
@@ -189,8 +266,11 @@ async def request(
     """Send a command; return its `KernelReply` or raise the typed error it names.
 
     No responder → `NoWorkerAvailable` at once (safe to retry). Timeout → `BusTimeout`
-    (someone may have acted: retry only idempotent commands).
+    (someone may have acted: retry only idempotent commands). Not connected to NATS →
+    `BusUnavailable` at once, without waiting out the timeout.
     """
+    if not nc.is_connected:
+        raise BusUnavailable(UNAVAILABLE)
     payload = command.model_dump_json().encode()
     try:
         with request_span(subject) as headers:
@@ -198,9 +278,11 @@ async def request(
     except nats.errors.NoRespondersError as exc:
         raise NoWorkerAvailable("no kernel worker is available to take this request") from exc
     except nats.errors.TimeoutError as exc:
+        if not nc.is_connected:
+            raise BusUnavailable(UNAVAILABLE) from exc
         raise BusTimeout(f"no answer on {subject} within {timeout:.0f} s") from exc
-    except nats.errors.MaxPayloadError as exc:
-        raise PayloadTooLarge(str(exc)) from exc
+    except nats.errors.Error as exc:
+        raise translate(exc, nc.is_connected) from exc
     try:
         reply = reply_adapter.validate_json(msg.data)
     except ValidationError as exc:
@@ -208,6 +290,38 @@ async def request(
     if isinstance(reply, CommandError):
         raise error_for(reply.code, reply.message)
     return reply
+
+
+UNAVAILABLE = "the message bus (NATS) is unavailable; retry shortly"
+
+
+def translate(exc: nats.errors.Error, connected: bool) -> KernelbusError:
+    """The typed error a raw nats-py error means, for callers that reach the bus directly
+    (JetStream KV reads of the registry): the one place nats-py's errors are interpreted.
+
+    Disconnected, reconnecting, closed, an outbound buffer full while reconnecting, or
+    JetStream not (yet) answering after a restart all mean "the bus is unavailable" (503,
+    safe to retry); a timeout on a connected bus is a `BusTimeout`.
+    """
+    if isinstance(exc, nats.errors.MaxPayloadError):
+        return PayloadTooLarge(str(exc))
+    if connected and isinstance(exc, nats.errors.TimeoutError):
+        return BusTimeout("no answer from NATS in time")
+    unavailable = (
+        nats.errors.ConnectionClosedError,
+        nats.errors.ConnectionReconnectingError,
+        nats.errors.ConnectionDrainingError,
+        nats.errors.OutboundBufferLimitError,
+        nats.errors.NoServersError,
+        nats.errors.StaleConnectionError,
+        nats.errors.TimeoutError,
+        nats.errors.NoRespondersError,
+        nats.js.errors.ServiceUnavailableError,
+        nats.js.errors.NoStreamResponseError,
+    )
+    if not connected or isinstance(exc, unavailable):
+        return BusUnavailable(UNAVAILABLE)
+    return KernelbusError(f"message bus error: {type(exc).__name__}: {exc}")
 
 
 Handler = Callable[[M, Msg], Awaitable[KernelReply]]
@@ -268,6 +382,7 @@ def parse_with(model: type[M]) -> Callable[[bytes], M]:
 
 __all__ = [
     "BadRequest",
+    "Connectivity",
     "close",
     "connect",
     "ensure_infrastructure",
@@ -276,4 +391,5 @@ __all__ = [
     "request",
     "respond",
     "responder",
+    "translate",
 ]

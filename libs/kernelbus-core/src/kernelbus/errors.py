@@ -19,6 +19,7 @@ ErrorCode = Literal[
     "restart_failed",
     "no_worker",
     "bus_timeout",
+    "bus_unavailable",
     "payload_too_large",
     "internal",
 ]
@@ -72,6 +73,12 @@ class BusTimeout(KernelbusError):
     code = "bus_timeout"
 
 
+class BusUnavailable(KernelbusError):
+    """This process is not connected to NATS (an outage, or a reconnect under way)."""
+
+    code = "bus_unavailable"
+
+
 class PayloadTooLarge(KernelbusError):
     code = "payload_too_large"
 
@@ -93,6 +100,7 @@ _BY_CODE: dict[str, type[KernelbusError]] = {
         RestartFailed,
         NoWorkerAvailable,
         BusTimeout,
+        BusUnavailable,
         PayloadTooLarge,
         InternalError,
     )

@@ -41,6 +41,8 @@ KERNEL_DIED = f"{_KB}/kernel_died/v1"
 WORKER_STARTED = f"{_KB}/worker_started/v1"
 WORKER_STOPPED = f"{_KB}/worker_stopped/v1"
 WORKER_LOST = f"{_KB}/worker_lost/v1"
+SERVICE_RESTARTED = f"{_KB}/service_restarted/v1"
+"""Emitted by the embedded launcher when it restarts a process that died."""
 
 EVENT_ID_HEADER = "Kb-Event-Id"
 SOURCE_HEADER = "Kb-Source"

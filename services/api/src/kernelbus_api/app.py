@@ -14,6 +14,7 @@ from kernelbus import bus, subjects
 from kernelbus.registry import Registry
 from kernelbus_api import errors, metrics, openapi
 from kernelbus_api.admission import Admission
+from kernelbus_api.busguard import BusGuard
 from kernelbus_api.channels import router as channels_router
 from kernelbus_api.cors import CorsMiddleware
 from kernelbus_api.kernels import Kernels
@@ -36,7 +37,10 @@ async def answer_pings(nc: Client, api_instance: str) -> None:
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nc = await bus.connect(settings, name=settings.api_instance, role="api")
+        connectivity = bus.Connectivity()
+        nc = await bus.connect(
+            settings, name=settings.api_instance, role="api", connectivity=connectivity
+        )
         js = nc.jetstream()
         await bus.ensure_infrastructure(js, settings.nats_replicas)
         registry = await Registry.open(js)
@@ -49,7 +53,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         )
         kernel_manager = Kernels(settings, nc, registry, admission)
         session_manager = Sessions(await js.key_value(subjects.SESSIONS_BUCKET), kernel_manager)
-        app.state.kb = AppState(settings, nc, js, registry, kernel_manager, session_manager)
+        app.state.kb = AppState(
+            settings, nc, js, registry, kernel_manager, session_manager, connectivity
+        )
         await answer_pings(nc, settings.api_instance)
         try:
             yield
@@ -70,6 +76,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     openapi.install(app)
+    app.add_middleware(BusGuard)
     app.add_middleware(CorsMiddleware, settings=settings)
     for router in (
         meta.open_router,

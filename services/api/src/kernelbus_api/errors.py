@@ -12,11 +12,13 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import nats.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kernelbus import bus
 from kernelbus.errors import KernelbusError
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "restart_failed": 500,
     "no_worker": 503,
     "bus_timeout": 504,
+    "bus_unavailable": 503,
     "payload_too_large": 413,
     "internal": 500,
 }
@@ -57,6 +60,16 @@ def status_for(exc: KernelbusError) -> int:
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KernelbusError)
     return error_response(status_for(exc), exc.message)
+
+
+async def _nats(request: Request, exc: Exception) -> JSONResponse:
+    """A raw nats-py error (registry reads go to JetStream directly), typed by `bus.translate`."""
+    assert isinstance(exc, nats.errors.Error)
+    connectivity = getattr(getattr(request.app.state, "kb", None), "connectivity", None)
+    connected = connectivity.connected if connectivity is not None else False
+    error = bus.translate(exc, connected)
+    log.warning("bus error on %s %s: %r", request.method, request.url.path, exc)
+    return error_response(status_for(error), error.message)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
@@ -95,6 +108,7 @@ def _where(error: Any) -> str:
 def install(app: FastAPI) -> None:
     """Register the handlers; the only place HTTP statuses of errors are decided."""
     app.add_exception_handler(KernelbusError, _domain)
+    app.add_exception_handler(nats.errors.Error, _nats)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(Exception, _unexpected)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from kernelbus.bus import Connectivity
 from kernelbus.registry import Registry
 from kernelbus_api.kernels import Kernels
 from kernelbus_api.sessions import Sessions
@@ -21,3 +22,4 @@ class AppState:
     registry: Registry
     kernels: Kernels
     sessions: Sessions
+    connectivity: Connectivity

@@ -9,6 +9,7 @@ import sys
 from pydantic import ValidationError
 
 from kernelbus.logs import setup_logging
+from kernelbus.quickexit import skip_final_collection
 from kernelbus.telemetry import setup_tracing
 from kernelbus_culler.service import run
 from kernelbus_culler.settings import CullerSettings
@@ -29,6 +30,7 @@ def main() -> None:
         print(f"kernelbus-culler: invalid settings:\n{exc}", file=sys.stderr)
         sys.exit(2)
     setup_logging(settings.log_format, settings.log_level)
+    skip_final_collection()
     setup_tracing("kernelbus-culler")
     try:
         asyncio.run(_main(settings))

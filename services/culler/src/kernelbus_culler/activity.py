@@ -15,7 +15,7 @@ from datetime import timedelta
 from jupyter_events.schema_registry import SchemaRegistry
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import DeliverPolicy
 
 from kernelbus import events, subjects
 from kernelbus.schemas import InvalidEvent, parse_capsule
@@ -58,12 +58,23 @@ async def subscribe(
     js: JetStreamContext, registry: SchemaRegistry, sink: EventSink
 ) -> list[JetStreamContext.PushSubscription]:
     """Ordered, ephemeral consumers. Activity from now on only: the view is rebuilt from the
-    registry at start. worker_stopped from `STOPPED_LOOKBACK` seconds ago."""
+    registry at start. worker_stopped from `STOPPED_LOOKBACK` seconds ago.
+
+    Not `DeliverPolicy.BY_START_TIME` for the lookback: nats-py re-creates an ordered
+    consumer after a NATS restart by start sequence but keeps the start time, which the
+    server refuses (err 10094), and the subscription stays dead. All worker_stopped events
+    are delivered instead (they are few) and the older ones skipped here.
+    """
 
     async def on_msg(msg: Msg) -> None:
         handle(registry, sink, msg.data)
 
     since = utcnow() - timedelta(seconds=STOPPED_LOOKBACK)
+
+    async def on_stopped(msg: Msg) -> None:
+        if msg.metadata.timestamp >= since:
+            handle(registry, sink, msg.data)
+
     activity = await js.subscribe(
         subjects.event_subject(events.KERNEL_ACTIVITY),
         cb=on_msg,
@@ -72,8 +83,8 @@ async def subscribe(
     )
     stopped = await js.subscribe(
         subjects.event_subject(events.WORKER_STOPPED),
-        cb=on_msg,
+        cb=on_stopped,
         ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since),
+        deliver_policy=DeliverPolicy.ALL,
     )
     return [activity, stopped]

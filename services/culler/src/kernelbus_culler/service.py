@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from kernelbus import bus, subjects
 from kernelbus.events import EventPublisher
@@ -23,7 +24,10 @@ log = logging.getLogger(__name__)
 
 async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
     """Run until `stop` is set. The view is rebuilt from the registry before the first pass."""
-    nc = await bus.connect(settings, name=settings.culler_id, role="culler")
+    connectivity = bus.Connectivity()
+    nc = await bus.connect(
+        settings, name=settings.culler_id, role="culler", connectivity=connectivity
+    )
     js = nc.jetstream()
     await bus.ensure_infrastructure(js, settings.nats_replicas)
     registry = await Registry.open(js)
@@ -32,6 +36,12 @@ async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
     publisher = await EventPublisher.open(js, settings.culler_id)
     culler = Culler(settings, nc, registry, leases, publisher)
     losses = WorkerLossHandler(nc, registry, leases, publisher)
+
+    async def outage_began() -> None:
+        losses.tracker.outage()
+
+    connectivity.on_disconnected.append(outage_began)
+    gate = BusGate(connectivity, settle=subjects.WORKER_TTL)
     sink = activity.EventSink(culler.view.apply, losses.tracker.note_stopped)
     subscriptions = await activity.subscribe(js, event_registry(), sink)
     liveness = health.Liveness(max_age=3 * settings.worker_check_interval + 60)
@@ -39,7 +49,7 @@ async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
     try:
         await culler.refresh()
         _announce(settings)
-        await _run_loops(settings, culler, losses, liveness, stop)
+        await _run_loops(settings, culler, losses, liveness, gate, stop)
     finally:
         if server is not None:
             server.close()
@@ -75,20 +85,58 @@ async def _health_server(
     return await health.serve(liveness, settings.health_ip, settings.health_port)
 
 
+@dataclass
+class BusGate:
+    """Judge nothing by the registry until the bus has been up, without a break, for
+    `settle` seconds (a heartbeat TTL): heartbeats that aged out while NATS was down, and
+    activity the workers could not write meanwhile, say nothing about workers or kernels.
+
+    Worker loss is always gated (also at start: NATS may have just restarted); idle culling
+    only after an outage (before, records are as fresh as the workers keep them).
+    """
+
+    connectivity: bus.Connectivity
+    settle: float
+    _was_open: bool = True
+
+    def workers(self) -> bool:
+        return self._report(self.connectivity.steady_for(self.settle))
+
+    def culling(self) -> bool:
+        if self.connectivity.outages == 0:
+            return True
+        return self._report(self.connectivity.steady_for(self.settle))
+
+    def _report(self, open_: bool) -> bool:
+        if open_ != self._was_open:
+            if open_:
+                log.info("bus steady for %.0f s: judging workers and kernels again", self.settle)
+            else:
+                log.warning("bus down or just back: not judging workers or kernels")
+            self._was_open = open_
+        return open_
+
+
 async def _run_loops(
     settings: CullerSettings,
     culler: Culler,
     losses: WorkerLossHandler,
     liveness: health.Liveness,
+    gate: BusGate,
     stop: asyncio.Event,
 ) -> None:
     async def worker_check() -> None:
-        await losses.check()
+        if gate.workers():
+            await losses.check()
         liveness.beat()
+
+    async def culling_pass() -> None:
+        if gate.culling():
+            await culler.tick()
 
     loops = [_every(settings.worker_check_interval, worker_check, stop, "worker check")]
     if settings.culling_enabled:
-        loops.append(_every(settings.cull_interval, culler.tick, stop, "culling pass"))
+        loops.append(_every(settings.cull_interval, culling_pass, stop, "culling pass"))
     await asyncio.gather(*loops)
 
 

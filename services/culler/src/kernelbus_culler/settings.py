@@ -45,7 +45,7 @@ class CullerSettings(BusSettings):
         description="Id of this culler replica (written into leases and kernel_culled events).",
     )
     worker_check_interval: float = Field(
-        default=5.0,
+        default=2.0,
         gt=0,
         le=3600,
         description="Seconds between two looks for lost workers (heartbeat aged out).",

@@ -44,6 +44,10 @@ class WorkerTracker:
         self.missing = absent
         return [LostWorker(w, self.known[w]) for w in lost]
 
+    def outage(self) -> None:
+        """The bus went down: absences seen before it do not count towards a loss after it."""
+        self.missing.clear()
+
     def forget(self, worker_id: str) -> None:
         """The loss was handled (event emitted, kernels marked dead)."""
         self.known.pop(worker_id, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from kernelbus.logs import setup_logging
+from kernelbus.quickexit import skip_final_collection
 from kernelbus.telemetry import setup_tracing
 from kernelbus_events.app import create_app
 from kernelbus_events.settings import EventsSettings
@@ -13,6 +14,7 @@ from kernelbus_events.settings import EventsSettings
 def main() -> None:
     settings = EventsSettings()
     setup_logging(settings.log_format, settings.log_level)
+    skip_final_collection()
     setup_tracing("kernelbus-events")
     uvicorn.run(create_app(settings), host=settings.ip, port=settings.port, log_config=None)
 

@@ -48,6 +48,7 @@ class EventConsumer:
         self._tail = tail
         self._metrics = metrics or EventsMetrics()
         self._task: asyncio.Task[None] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
         self.ready = asyncio.Event()
 
     def config(self) -> ConsumerConfig:
@@ -67,13 +68,23 @@ class EventConsumer:
             stream=subjects.EVENTS_STREAM.name,
             config=self.config(),
         )
+        self._sub = sub
         self._task = asyncio.create_task(self._run(sub), name="events-consumer")
 
     async def stop(self) -> None:
+        """Stop pulling. Unacked messages are redelivered to the next consumer (at least once;
+        the store de-duplicates)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._sub is not None:
+            # The server answers a cancelled fetch later (a 408 status) into the subscription's
+            # queue, which nobody reads any more: draining the connection would wait on that
+            # queue until its 30 s drain timeout. Unsubscribing discards it.
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
 
     async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
         self.ready.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from kernelbus.logs import setup_logging
+from kernelbus.quickexit import skip_final_collection
 from kernelbus.telemetry import setup_tracing
 from kernelbus_worker.settings import WorkerSettings
 from kernelbus_worker.worker import run_worker
@@ -13,6 +14,7 @@ from kernelbus_worker.worker import run_worker
 def main() -> None:
     settings = WorkerSettings()
     setup_logging(settings.log_format, settings.log_level)
+    skip_final_collection()
     setup_tracing("kernelbus-worker")
     asyncio.run(run_worker(settings))
 

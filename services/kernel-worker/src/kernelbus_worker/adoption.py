@@ -67,6 +67,32 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
+def unadoptable(
+    leftovers: dict[str, int],
+    records: dict[str, KernelRecord],
+    worker_id: str,
+    managed: dict[str, ManagedKernel],
+) -> dict[str, int]:
+    """Which of the kernel processes a previous worker left on this host (kernel id → pid)
+    nobody will adopt: not re-adopted by this worker (`managed`, not dead, same pid), and not
+    a live kernel of another worker id, which may still come back for it. Warm-pool kernels
+    (never in the registry) and kernels whose record is gone or dead are among them."""
+    reap = {}
+    for kernel_id, pid in leftovers.items():
+        kernel = managed.get(kernel_id)
+        if kernel is not None and _live(kernel.record) and kernel.record.pid in (None, pid):
+            continue  # re-adopted by this worker
+        record = records.get(kernel_id)
+        if record is not None and record.worker_id != worker_id and _live(record):
+            continue  # another worker's: it may come back for it
+        reap[kernel_id] = pid
+    return reap
+
+
+def _live(record: KernelRecord) -> bool:
+    return record.execution_state != "dead"
+
+
 async def restore_manager(km: AsyncKernelManager, record: KernelRecord) -> None:
     """Point `km` at the running kernel `record` describes (ports, key, provisioner)."""
     km.load_connection_info(dict(record.connection_info))  # type: ignore[arg-type]
@@ -86,6 +112,7 @@ async def restore_manager(km: AsyncKernelManager, record: KernelRecord) -> None:
 async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float) -> ManagedKernel:
     """The running kernel `record` describes, with its bridge reconnected; raises if gone."""
     kernel = factory.new(record)
+    kernel.readopted = True
     await restore_manager(kernel.km, record)
     if not await kernel.km.is_alive():
         raise RuntimeError("the kernel process is gone")

@@ -80,7 +80,7 @@ class KernelFactory:
         """Ask the kernel to exit; kill it if it does not. A dead kernel is only cleaned up."""
         if kernel.record.execution_state == "dead" or kernel.km.provisioner is None:
             with contextlib.suppress(Exception):
-                kernel.km.cleanup_resources()
+                await kernel.km.cleanup_resources()
             return
         try:
             await asyncio.wait_for(
@@ -96,7 +96,7 @@ class KernelFactory:
         with contextlib.suppress(Exception):
             await kernel.km.shutdown_kernel(now=True)
         with contextlib.suppress(Exception):
-            kernel.km.cleanup_resources()
+            await kernel.km.cleanup_resources()
 
     def working_dir(self, command: StartKernel, kernel: ManagedKernel) -> str | None:
         """KERNEL_WORKING_DIR when it exists on this host (else ignored, with a warning)."""

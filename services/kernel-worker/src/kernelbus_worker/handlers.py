@@ -130,11 +130,15 @@ class Handlers:
         replaced = kernel.same_session(command.session_id)
         owed = kernel.attach(command.conn_id, command.session_id, command.api_instance)
         for stale in replaced:
+            if stale.conn_id == command.conn_id:
+                continue
             if stale.api_instance and stale.api_instance != command.api_instance:
                 self._spawn(self._recover(kernel, stale, command.conn_id))
         if owed:
             # Published after the reply; the api holds connection traffic until it accepted.
             self._spawn(self._replay(kernel, command.conn_id, owed))
+        if kernel.waiting_for(command.conn_id):
+            self._spawn(self._catch_up(kernel, command.conn_id))
         return KernelReply(kernel=kernel.record, data={"replayed": len(owed)})
 
     async def _recover(self, kernel: ManagedKernel, stale: Attached, conn_id: str) -> None:
@@ -146,6 +150,9 @@ class Handlers:
         frames = kernel.sent_to(stale.conn_id, since)
         kernel.log.info("Recovering %d messages sent to a lost connection", len(frames))
         await self._replay(kernel, conn_id, frames)
+
+    async def _catch_up(self, kernel: ManagedKernel, conn_id: str) -> None:
+        await kernel.catch_up(conn_id)
 
     async def _replay(self, kernel: ManagedKernel, conn_id: str, frames: list[bytes]) -> None:
         for frame in frames:

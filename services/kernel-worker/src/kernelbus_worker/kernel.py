@@ -24,7 +24,7 @@ from kernelbus.models import KernelRecord
 from kernelbus.timefmt import utcnow
 from kernelbus_worker.activity import Activity
 from kernelbus_worker.outbox import Outbox
-from kernelbus_worker.routing import RecentFrames, ReplayBuffer, RouteTable
+from kernelbus_worker.routing import Hold, RecentFrames, ReplayBuffer, RouteTable
 from kernelbus_worker.settings import WorkerSettings
 from kernelbus_worker.zmqbridge import KernelSockets
 
@@ -66,9 +66,13 @@ class ManagedKernel:
         self.recent = RecentFrames(settings.recent_window)
         self._conn_sessions: OrderedDict[str, str] = OrderedDict()
         self.buffer: ReplayBuffer | None = None
+        self.hold: Hold | None = None
+        self.bus_down = False
         self.spec_env: dict[str, str] = {}
         self.dirty = True
         self.busy_with_lifecycle = False
+        self.readopted = False
+        """Taken over from a crashed worker (whose reply routes are gone)."""
         self._pumps: list[asyncio.Task[None]] = []
         self._info_waiters: dict[str, asyncio.Future[None]] = {}
         self._iopub_seen = asyncio.Event()
@@ -117,7 +121,7 @@ class ManagedKernel:
                 self.buffer.add(frame)
             elif self.connections:
                 self.recent.add(None, frame)
-            await self.outbox.publish(self._iopub_subject, frame)
+            await self._send(None, frame)
 
     async def _pump_replies(self, channel: str) -> None:
         assert self.sockets is not None
@@ -134,6 +138,11 @@ class ManagedKernel:
 
     async def _route_reply(self, channel: str, parts: list[bytes], parent_id: str | None) -> None:
         conn_id = self.routes.lookup(parent_id)
+        if conn_id is None and self.readopted and channel != "stdin":
+            # A reply to a request sent through this kernel's previous worker, whose routes
+            # died with it: every client of the kernel gets it (clients skip foreign replies).
+            await self.outbox.publish(self._iopub_subject, pack_v1(channel, parts))
+            return
         if conn_id is None:
             self.log.debug("no route for a %s reply to %s; dropped", channel, parent_id)
             return
@@ -141,9 +150,13 @@ class ManagedKernel:
             self.routes.forget(parent_id)
         frame = pack_v1(channel, parts)
         target = conn_id if conn_id in self.connections else self._successor(conn_id)
+        if target is None and conn_id not in self._conn_sessions:
+            # Attached to this kernel's previous worker (this one re-adopted the kernel): the
+            # websocket is still open at its api replica, which listens on its subject.
+            target = conn_id
         if target is not None:
             self.recent.add(target, frame)
-            await self.outbox.publish(subjects.connection(target), frame)
+            await self._send(target, frame)
         elif self.buffer is not None and self._conn_sessions.get(conn_id) == self.buffer.session_id:
             self.buffer.add(frame)
 
@@ -202,8 +215,12 @@ class ManagedKernel:
         without a detach): it is replaced, as jupyter_server replaces it.
         """
         for stale in self.same_session(session_id):
+            if stale.conn_id == conn_id:
+                continue  # the same connection again: its api replica is back after an outage
             self.log.info("Replacing stale connection %s of session %s", stale.conn_id, session_id)
             self._forget_connection(stale.conn_id)
+            if self.hold is not None and self.hold.waiting_for(stale.conn_id):
+                self.hold.transfer(stale.conn_id, conn_id)
         self.connections[conn_id] = session_id
         self.attached[conn_id] = Attached(conn_id, session_id, api_instance, time.monotonic())
         self._conn_sessions[conn_id] = session_id
@@ -225,9 +242,14 @@ class ManagedKernel:
 
     def detach(self, conn_id: str) -> None:
         """A websocket closed; the last one to close starts buffering for its session."""
+        owed = self.hold.abandon(conn_id) if self.hold is not None else []
         session_id = self._forget_connection(conn_id)
         if session_id is not None and not self.connections:
             self._start_buffering(session_id)
+            if self.buffer is not None:
+                for frame in owed:
+                    self.buffer.add(frame)
+        self._end_hold_if_done()
 
     def drop_lost(self, conn_ids: list[str], since: float) -> None:
         """Connections whose api replica died: detach them, and if none is left, owe their
@@ -331,7 +353,103 @@ class ManagedKernel:
         frame = pack_v1("iopub", self._parts(msg))
         if self.buffer is not None:
             self.buffer.add(frame)
-        await self.outbox.publish(self._iopub_subject, frame)
+        await self._send(None, frame)
+
+    # --- NATS outages ---------------------------------------------------------------------
+
+    async def _send(self, target: str | None, frame: bytes) -> None:
+        """Publish to one connection (`target`) or to every one (None: iopub), or hold it.
+
+        While a hold is on, output is kept for the connections it waits for, and sent
+        directly (on their own subject, in order) to those already caught up. With the bus
+        down and nobody connected nothing is published: a replay buffer, if any, has it.
+        """
+        if self.hold is not None:
+            self.hold.add(target, frame)
+            if not self.bus_down:
+                for conn_id in list(self.connections):
+                    if not self.hold.waiting_for(conn_id) and target in (None, conn_id):
+                        await self._publish(subjects.connection(conn_id), frame)
+            return
+        if self.bus_down:
+            return
+        subject = self._iopub_subject if target is None else subjects.connection(target)
+        await self._publish(subject, frame)
+
+    async def _publish(self, subject: str, frame: bytes) -> None:
+        try:
+            await self.outbox.publish(subject, frame)
+        except Exception as exc:  # never let a bus error stop a pump
+            self.log.warning("could not publish to %s: %s", subject, exc)
+
+    def bus_lost(self, since: dict[str, float]) -> None:
+        """The bus went down: hold output for every open connection, seeded with what was sent
+        to it since its api replica last proved it had received everything (`since`, per
+        conn_id, monotonic). The api drops what it already delivered (by msg_id)."""
+        self.bus_down = True
+        if not self.connections:
+            return
+        if self.hold is None:
+            self.hold = Hold({}, self.settings.replay_max_messages, self.settings.replay_max_bytes)
+            seed_from = min(since.get(c, 0.0) for c in self.connections)
+            for _, target, frame in self.recent.since(seed_from):
+                self.hold.add(target, frame)
+            start = 0
+        else:
+            start = len(self.hold.frames)
+        for conn_id in self.connections:
+            self.hold.cursors.setdefault(conn_id, start)
+        self.log.warning(
+            "bus down: holding output for %d connections (%d recent messages kept)",
+            len(self.connections),
+            len(self.hold.frames),
+        )
+
+    def bus_back(self) -> None:
+        self.bus_down = False
+        self._end_hold_if_done()
+
+    async def catch_up(self, conn_id: str) -> int:
+        """Send a re-attached connection what was held for it, in order; then it is live."""
+        sent = 0
+        while self.hold is not None and self.hold.waiting_for(conn_id) and not self.bus_down:
+            frames = self.hold.take(conn_id)
+            if not frames:  # nothing new since the last take: release with no await between
+                self.hold.release(conn_id)
+                self._end_hold_if_done()
+                break
+            for frame in frames:
+                await self._publish(subjects.connection(conn_id), frame)
+            sent += len(frames)
+        if sent:
+            self.log.info("sent %d messages held during the bus outage to %s", sent, conn_id)
+        return sent
+
+    def expire_hold(self) -> None:
+        """Connections not re-attached since the bus came back: their replica is gone. Their
+        session is owed what was held, as for a replica lost otherwise (ADR 0008)."""
+        hold = self.hold
+        if hold is None or self.bus_down:
+            return
+        for conn_id in list(hold.cursors):
+            owed = hold.abandon(conn_id)
+            session_id = self._forget_connection(conn_id)
+            self.log.warning("connection %s did not come back after the bus outage", conn_id)
+            if session_id is not None and not self.connections:
+                self._start_buffering(session_id)
+                if self.buffer is not None:
+                    for frame in owed:
+                        self.buffer.add(frame)
+        if hold.dropped:
+            self.log.warning("%d held messages were dropped (hold limits)", hold.dropped)
+        self.hold = None
+
+    def _end_hold_if_done(self) -> None:
+        if self.hold is not None and not self.hold.waiting and not self.bus_down:
+            self.hold = None
+
+    def waiting_for(self, conn_id: str) -> bool:
+        return self.hold is not None and self.hold.waiting_for(conn_id)
 
     def _parts(self, msg: dict[str, Any]) -> list[bytes]:
         pack = self._session.pack

@@ -5,6 +5,11 @@ its kernels (`kb.api.<instance>.ping`). A replica that is gone has no subscripti
 NATS answers "no responders" at once: its connections are dropped and, when they were a
 kernel's last, their session starts buffering, seeded with what was sent to them since the
 replica's last answer. The reconnecting client (on any replica) gets all of it replayed.
+
+No answer proves nothing while the worker's own bus connection is down or was re-established
+less than `settle` seconds ago: after a NATS restart the replicas reconnect (and re-subscribe)
+in no particular order. Until then nobody is judged; after it, connections the bus outage
+held output for and that were not re-attached are handed to their session's replay buffer.
 """
 
 from __future__ import annotations
@@ -15,20 +20,39 @@ import time
 import nats.errors
 from nats.aio.client import Client
 
-from kernelbus import subjects
+from kernelbus import bus, subjects
 from kernelbus_worker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 
 class ApiLiveness:
-    def __init__(self, nc: Client, supervisor: Supervisor, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        supervisor: Supervisor,
+        connectivity: bus.Connectivity,
+        settle: float,
+        timeout: float = 2.0,
+    ) -> None:
         self.nc = nc
         self.supervisor = supervisor
+        self.connectivity = connectivity
+        self.settle = settle
         self.timeout = timeout
         self.last_seen: dict[str, float] = {}
 
+    def settled(self) -> bool:
+        """A missing responder means a missing replica: never during an outage, and after one
+        only once every replica has had time to reconnect (at start, at once)."""
+        if self.connectivity.outages == 0:
+            return self.connectivity.connected
+        return self.connectivity.steady_for(self.settle)
+
     async def check(self) -> None:
+        if not self.settled():
+            return
+        self.supervisor.expire_holds()
         instances = {
             api
             for kernel in self.supervisor.kernels.values()
@@ -46,8 +70,8 @@ class ApiLiveness:
         try:
             await self.nc.request(subjects.api_ping(instance), b"", timeout=self.timeout)
         except nats.errors.NoRespondersError:
-            return False
-        except nats.errors.TimeoutError:
+            return not self.settled()
+        except nats.errors.Error:  # a timeout, or the bus went down meanwhile
             return True
         self.last_seen[instance] = asked
         return True

@@ -99,3 +99,74 @@ class RecentFrames:
 
     def since(self, moment: float) -> list[tuple[float, str | None, bytes]]:
         return [item for item in self._items if item[0] >= moment]
+
+
+@dataclass
+class Hold:
+    """Output produced while the bus was down, owed to the connections open when it went down.
+
+    Core NATS keeps nothing for a subscriber that is not connected, and after an outage the
+    worker and each api replica reconnect in no particular order: output published before a
+    replica re-subscribed would be lost. So from the disconnect on, a kernel's output is held
+    here instead of published, until each of those connections is attached again (its api
+    replica re-attaches every open websocket once it is back) and has been sent its share, in
+    order (`take` until empty, then `release`). Connections that never come back are handed
+    to the replay buffer of their session (`abandon`).
+
+    `frames` holds `(target, frame)`; target None is iopub (every connection). Bounded like a
+    replay buffer; on overflow the oldest frames go first (`dropped` counts them).
+    """
+
+    cursors: dict[str, int]
+    max_messages: int
+    max_bytes: int
+    frames: list[tuple[str | None, bytes]] = field(default_factory=list)
+    _base: int = 0
+    _bytes: int = 0
+    dropped: int = 0
+
+    def waiting_for(self, conn_id: str) -> bool:
+        return conn_id in self.cursors
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self.cursors)
+
+    def add(self, target: str | None, frame: bytes) -> None:
+        self.frames.append((target, frame))
+        self._bytes += len(frame)
+        while self.frames and (
+            len(self.frames) > self.max_messages or self._bytes > self.max_bytes
+        ):
+            self._bytes -= len(self.frames.pop(0)[1])
+            self._base += 1
+            self.dropped += 1
+
+    def take(self, conn_id: str) -> list[bytes]:
+        """The frames for `conn_id` not taken yet, in order; advances its cursor."""
+        start = max(self.cursors.get(conn_id, 0), self._base)
+        end = self._base + len(self.frames)
+        self.cursors[conn_id] = end
+        return [
+            frame
+            for target, frame in self.frames[start - self._base :]
+            if target is None or target == conn_id
+        ]
+
+    def release(self, conn_id: str) -> None:
+        """`conn_id` is caught up: from now on it is sent output directly."""
+        self.cursors.pop(conn_id, None)
+
+    def transfer(self, old: str, new: str) -> None:
+        """A client came back on a new connection of the same session: it is owed what the
+        old connection was (frames addressed to the old one now go to the new one)."""
+        self.cursors[new] = self.cursors.pop(old)
+        self.frames = [(new if t == old else t, f) for t, f in self.frames]
+
+    def abandon(self, conn_id: str) -> list[bytes]:
+        """Everything still owed to a connection that did not come back; it is released."""
+        if conn_id not in self.cursors:
+            return []
+        owed = self.take(conn_id)
+        self.release(conn_id)
+        return owed

@@ -101,7 +101,10 @@ class WorkerSettings(BusSettings):
         default=True, description="Start kernels in KERNEL_WORKING_DIR when it exists on this host."
     )
     runtime_dir: str = Field(
-        default="", description="Where connection files go (default: Jupyter's)."
+        default="",
+        description="Where connection files go (default: Jupyter's). When set, the directory "
+        "is this host's workers' own: a starting worker reaps the kernels left there that "
+        "nobody will adopt.",
     )
     metrics_port: int = Field(
         default=0, ge=0, le=65535, description="Port of /metrics and /health/live; 0 = off."

@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from kernelbus.errors import CapacityExceeded, NoSuchKernel, RestartFailed
 from kernelbus.events import EventPublisher
 from kernelbus.messages import StartKernel
 from kernelbus.models import KernelRecord
+from kernelbus.processes import orphaned_kernels
 from kernelbus.registry import Registry
 from kernelbus_worker import metrics
-from kernelbus_worker.adoption import reattach
+from kernelbus_worker.adoption import reattach, unadoptable
 from kernelbus_worker.factory import KernelFactory, record_provisioner
 from kernelbus_worker.kernel import ManagedKernel
 from kernelbus_worker.kernelspecs import Catalog
@@ -165,6 +169,30 @@ class Supervisor:
             await self._register(kernel)
             kernel.log.info("re-adopted kernel (pid %s)", record.pid)
 
+    async def reap_leftovers(self) -> None:
+        """Kill the kernels a previous worker left in this worker's own runtime dir that nobody
+        will adopt (`unadoptable`), so repeated crashes do not pile up orphans. Only with an
+        explicit KERNELBUS_WORKER_RUNTIME_DIR: Jupyter's default one is shared with others."""
+        if not self.settings.runtime_dir:
+            return
+        directory = Path(self.settings.runtime_dir)
+        leftovers = orphaned_kernels(directory)
+        if not leftovers:
+            return
+        records = {r.id: r for r in await self.registry.list_kernels()}
+        for kernel_id, pid in unadoptable(
+            leftovers, records, self.settings.id, self.kernels
+        ).items():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            (directory / f"kernel-{kernel_id}.json").unlink(missing_ok=True)
+            log.warning(
+                "reaped kernel %s (pid %d) that a previous worker left and nobody adopts",
+                kernel_id,
+                pid,
+                extra={"worker_id": self.settings.id},
+            )
+
     # --- commands -------------------------------------------------------------------------
 
     async def interrupt(self, kernel_id: str) -> KernelRecord:
@@ -216,6 +244,26 @@ class Supervisor:
             return_exceptions=True,
         )
 
+    # --- NATS outages ----------------------------------------------------------------------
+
+    def bus_lost(self, last_seen: dict[str, float]) -> None:
+        """Every kernel holds its output for its open connections (`ManagedKernel.bus_lost`);
+        `last_seen` is when each api replica last answered a ping."""
+        for kernel in self.kernels.values():
+            since = {
+                a.conn_id: max(a.attached_at, last_seen.get(a.api_instance, 0.0))
+                for a in kernel.attached.values()
+            }
+            kernel.bus_lost(since)
+
+    def bus_back(self) -> None:
+        for kernel in self.kernels.values():
+            kernel.bus_back()
+
+    def expire_holds(self) -> None:
+        for kernel in self.kernels.values():
+            kernel.expire_hold()
+
     # --- activity -------------------------------------------------------------------------
 
     async def flush_activity(self) -> None:
@@ -224,5 +272,9 @@ class Supervisor:
             if not kernel.dirty or kernel.busy_with_lifecycle:
                 continue
             kernel.dirty = False
-            await self.registry.put_kernel(kernel.record)
+            try:
+                await self.registry.put_kernel(kernel.record)
+            except Exception:
+                kernel.dirty = True  # e.g. NATS down: written on a later pass, not forgotten
+                raise
             await self.notices.activity(kernel)

@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
     stop = stop or _stop_on_signals()
-    nc = await bus.connect(settings, name=f"worker-{settings.id}", role="worker")
+    connectivity = bus.Connectivity()
+    nc = await bus.connect(
+        settings, name=f"worker-{settings.id}", role="worker", connectivity=connectivity
+    )
     js = nc.jetstream()
     await bus.ensure_infrastructure(js, settings.nats_replicas)
     registry = await Registry.open(js)
@@ -43,11 +46,21 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         on_added=lambda k: handlers.kernel_added(k),
         on_removed=lambda k: handlers.kernel_removed(k),
     )
-    liveness = ApiLiveness(nc, supervisor)
+    liveness = ApiLiveness(nc, supervisor, connectivity, settle=_settle(settings))
+
+    async def bus_lost() -> None:
+        supervisor.bus_lost(liveness.last_seen)
+
+    async def bus_back() -> None:
+        supervisor.bus_back()
+
+    connectivity.on_disconnected.append(bus_lost)
+    connectivity.on_reconnected.append(bus_back)
     handlers = Handlers(nc, supervisor, catalog, settings.id, liveness)
     started_at = utcnow()
     await handlers.subscribe_worker()
     await supervisor.adopt_orphans()
+    await supervisor.reap_leftovers()
     await registry.put_heartbeat(heartbeat(settings, supervisor, catalog, started_at))
     await publisher.emit(events.WORKER_STARTED, _worker_event(settings, []))
     log.info("kernel-worker ready", extra={"worker_id": settings.id})
@@ -79,6 +92,12 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         await publisher.emit(events.WORKER_STOPPED, _worker_event(settings, kernel_ids))
         await publisher.close()
         await bus.close(nc)
+
+
+def _settle(settings: WorkerSettings) -> float:
+    """Seconds connected before a missing api responder counts: time for every replica to
+    reconnect and re-attach after a NATS restart (they retry every 0.5 s)."""
+    return max(5.0, 3 * settings.api_check_interval)
 
 
 def _worker_event(settings: WorkerSettings, kernel_ids: list[str]) -> dict[str, object]:

@@ -8,6 +8,7 @@ everything. Messages cross as parts after the delimiter and signature:
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -26,7 +27,7 @@ class KernelSockets:
     ) -> None:
         self.info = info
         self.session = session
-        identity = uuid.uuid4().hex.encode()
+        identity = stable_identity(info)
         self.sockets: dict[str, zmq.asyncio.Socket] = {}
         for channel in CHANNELS:
             sock = context.socket(_TYPES[channel])
@@ -59,6 +60,16 @@ class KernelSockets:
         for sock in self.sockets.values():
             sock.close(linger=0)
         self.sockets.clear()
+
+
+def stable_identity(info: dict[str, Any]) -> bytes:
+    """The same identity for every worker that bridges this kernel (derived from its
+    connection key): a reply to a request sent through a worker that crashed meanwhile is
+    routed by the kernel to the successor's socket instead of being dropped."""
+    key = str(info.get("key", ""))
+    if not key:
+        return uuid.uuid4().hex.encode()
+    return hashlib.sha256(b"kernelbus-identity:" + key.encode()).hexdigest()[:32].encode()
 
 
 def _url(info: dict[str, Any], channel: str) -> str:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,9 @@ from kernelbus_api.channels.ratelimit import IOPubRateLimiter
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, list[bytes]], Awaitable[None]]
+
+SEEN_IDS = 20_000
+"""msg_ids remembered per connection: more than a worker's recent-frames window holds."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,10 @@ class Connection:
     outbox: asyncio.Queue[Outgoing | Close] = field(default_factory=asyncio.Queue)
     reassembler: Reassembler = field(default_factory=Reassembler)
     closing: bool = False
+    held_input: list[tuple[str, list[bytes]]] | None = None
+    """Client messages kept while the bus is down or this connection re-attaches after it."""
+    _seen: set[str] = field(default_factory=set)
+    _seen_order: deque[str] = field(default_factory=deque)
 
     @property
     def session_key(self) -> str:
@@ -82,10 +90,17 @@ class Connection:
         except (FrameError, ValueError) as exc:
             self.log.warning("dropping a malformed bus message: %s", exc)
             return
-        self.deliver(channel, parts, frame, header.get("msg_type"))
+        self.deliver(channel, parts, frame, header.get("msg_type"), header.get("msg_id"))
 
-    def deliver(self, channel: str, parts: list[bytes], frame: bytes, msg_type: object) -> None:
-        if self.closing:
+    def deliver(
+        self,
+        channel: str,
+        parts: list[bytes],
+        frame: bytes,
+        msg_type: object,
+        msg_id: object = None,
+    ) -> None:
+        if self.closing or self._seen_before(msg_id):
             return
         if channel == "iopub" and isinstance(msg_type, str) and self._rate_limited(parts, msg_type):
             return
@@ -97,6 +112,19 @@ class Connection:
         self.outbox.put_nowait(Outgoing(channel, parts, frame))
         if codec.final_dead_status(channel, msg_type, parts):
             self.close_soon(1000, "kernel is dead")
+
+    def _seen_before(self, msg_id: object) -> bool:
+        """After a bus outage the worker resends what this connection may have missed; what
+        it did get already is recognised by msg_id (the last `SEEN_IDS`) and not sent twice."""
+        if not isinstance(msg_id, str) or not msg_id:
+            return False
+        if msg_id in self._seen:
+            return True
+        self._seen.add(msg_id)
+        self._seen_order.append(msg_id)
+        if len(self._seen_order) > SEEN_IDS:
+            self._seen.discard(self._seen_order.popleft())
+        return False
 
     def _rate_limited(self, parts: list[bytes], msg_type: str) -> bool:
         if self.limiter is None:

@@ -29,12 +29,12 @@ class _Feed:
             return
         try:
             channel, parts = unpack_v1(frame)
-            msg_type = header_of(parts).get("msg_type")
+            header = header_of(parts)
         except (FrameError, ValueError) as exc:
             log.warning("dropping a malformed message on %s: %s", msg.subject, exc)
             return
         for conn in list(self.connections):
-            conn.deliver(channel, parts, frame, msg_type)
+            conn.deliver(channel, parts, frame, header.get("msg_type"), header.get("msg_id"))
 
 
 @dataclass

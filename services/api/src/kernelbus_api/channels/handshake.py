@@ -10,10 +10,11 @@ import logging
 import uuid
 from collections.abc import Iterable
 
+import nats.errors
 from starlette.responses import PlainTextResponse, Response
 from starlette.websockets import WebSocket
 
-from kernelbus import subjects
+from kernelbus import bus, subjects
 from kernelbus.errors import KernelbusError
 from kernelbus.framing import V1_PROTOCOL
 from kernelbus_api.auth import token_ok
@@ -42,7 +43,13 @@ async def check(websocket: WebSocket, state: AppState, kernel_id: str) -> Respon
         subjects.kernel_iopub(kernel_id)
     except ValueError:
         return error_response(404, f"Kernel does not exist: {kernel_id}")
-    record = await state.registry.get_kernel(kernel_id)
+    if not state.connectivity.connected:
+        return error_response(503, state.connectivity.reason())
+    try:
+        record = await state.registry.get_kernel(kernel_id)
+    except nats.errors.Error as exc:
+        error = bus.translate(exc, state.connectivity.connected)
+        return error_response(status_for(error), error.message)
     if record is None:
         return error_response(404, f"Kernel does not exist: {kernel_id}")
     if record.execution_state == "dead" and record.reason:

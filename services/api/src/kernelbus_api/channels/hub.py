@@ -12,6 +12,7 @@ from nats.aio.subscription import Subscription
 from starlette.types import ASGIApp
 
 from kernelbus import bus, chunking, subjects
+from kernelbus.errors import KernelbusError, NoSuchKernel
 from kernelbus.framing import pack_v1
 from kernelbus.messages import AttachConnection, KernelReply
 from kernelbus_api.channels.connection import Connection
@@ -23,6 +24,12 @@ log = logging.getLogger(__name__)
 
 CONN_HEADER = "KB-Conn"
 
+REATTACH_FOR = 30.0
+"""Seconds a websocket waits after a NATS outage for its kernel's worker to answer again;
+then it is closed with 1012 (service restart), which clients answer by reconnecting."""
+MAX_HELD_INPUT = 1000
+"""Client messages kept per websocket while the bus is down; beyond, it is closed (1013)."""
+
 
 @dataclass
 class Hub:
@@ -32,11 +39,60 @@ class Hub:
     sessions: dict[str, Connection] = field(default_factory=dict)
     _subs: dict[str, Subscription] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    open_connections: set[Connection] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def create(cls, state: AppState) -> Hub:
         counts = ConnectionCounts(state.registry, state.settings.api_instance)
-        return cls(state, KernelFeeds(state.nc), counts)
+        hub = cls(state, KernelFeeds(state.nc), counts)
+        state.connectivity.on_disconnected.append(hub.bus_lost)
+        state.connectivity.on_reconnected.append(hub.bus_back)
+        return hub
+
+    # --- NATS outages -----------------------------------------------------------------------
+
+    async def bus_lost(self) -> None:
+        """Hold client input: published now it could reach NATS before the worker
+        re-subscribed, and be lost."""
+        for conn in self.open_connections:
+            if conn.held_input is None:
+                conn.held_input = []
+
+    async def bus_back(self) -> None:
+        """Re-attach every open websocket (nats-py re-created the subscriptions): the worker
+        then sends what it held for it during the outage, and held input goes out."""
+        for conn in list(self.open_connections):
+            task = asyncio.create_task(self._reattach(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _reattach(self, conn: Connection) -> None:
+        deadline = asyncio.get_running_loop().time() + REATTACH_FOR
+        while not conn.closing and conn in self.open_connections:
+            if not self.state.connectivity.connected:
+                return  # down again: the next reconnect re-attaches
+            try:
+                await self._attach(conn, "attach")
+            except NoSuchKernel:
+                conn.log.warning("kernel gone after the bus outage; closing")
+                conn.close_soon(1011, "kernel is gone")
+                return
+            except KernelbusError as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    conn.log.warning("no re-attach after the bus outage (%s); closing", exc)
+                    conn.close_soon(1012, "service restart")
+                    return
+                await asyncio.sleep(0.25)
+                continue
+            conn.log.info("websocket re-attached after the bus outage")
+            await self._release_input(conn)
+            return
+
+    async def _release_input(self, conn: Connection) -> None:
+        held, conn.held_input = conn.held_input or [], None
+        for channel, parts in held:
+            await self.publish(conn, channel, parts)
 
     async def open(self, conn: Connection) -> None:
         """Subscribe, flush, then attach: the attach reply proves the worker's side is live.
@@ -55,6 +111,7 @@ class Hub:
         except BaseException:  # nothing stays subscribed for a connection that never opened
             await self._unsubscribe(conn)
             raise
+        self.open_connections.add(conn)
         await self.counts.add(conn.kernel_id)
         conn.log.info("websocket attached (replayed %s)", reply.data.get("replayed", 0))
 
@@ -63,6 +120,7 @@ class Hub:
 
         Never raises: during shutdown NATS may already be draining, and the worker may be gone.
         """
+        self.open_connections.discard(conn)
         await self.counts.remove(conn.kernel_id)
         try:
             await self._attach(conn, "detach")
@@ -74,7 +132,17 @@ class Hub:
             conn.log.warning("unsubscribe failed: %s", exc)
 
     async def publish(self, conn: Connection, channel: str, parts: list[bytes]) -> None:
-        """A client message to the kernel; replies come back on `kb.conn.<conn_id>`."""
+        """A client message to the kernel; replies come back on `kb.conn.<conn_id>`.
+
+        Held while the bus is down or the connection re-attaches after an outage.
+        """
+        if conn.held_input is not None:
+            if len(conn.held_input) >= MAX_HELD_INPUT:
+                conn.log.warning("too many messages held during the bus outage; closing")
+                conn.close_soon(1013, "message bus unavailable")
+                return
+            conn.held_input.append((channel, parts))
+            return
         subject = subjects.kernel_input(conn.kernel_id)
         payload = pack_v1(channel, parts)
         for headers, data in chunking.split(payload, self.state.nc.max_payload):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import nats.errors
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
@@ -38,9 +39,15 @@ async def live() -> dict[str, str]:
 )
 async def ready(state: State) -> JSONResponse:
     """200 when NATS is connected and at least one kernel worker is live; else 503 and why."""
-    if not state.nc.is_connected:
-        return JSONResponse({"status": "unavailable", "reason": "not connected to NATS"}, 503)
-    if not await state.registry.live_workers():
+    if not state.connectivity.connected or not state.nc.is_connected:
+        reason = state.connectivity.reason() or "not connected to NATS"
+        return JSONResponse({"status": "unavailable", "reason": reason}, 503)
+    try:
+        workers = await state.registry.live_workers()
+    except nats.errors.Error as exc:
+        reason = f"NATS JetStream is not answering ({type(exc).__name__})"
+        return JSONResponse({"status": "unavailable", "reason": reason}, 503)
+    if not workers:
         return JSONResponse({"status": "unavailable", "reason": "no live kernel worker"}, 503)
     return JSONResponse({"status": "ok", "reason": ""})
 

@@ -1,0 +1,78 @@
+"""Making the launcher's restarts visible: a counter per process at the launcher's `/metrics`
+and a `service_restarted` event on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from nats.aio.client import Client
+
+from kernelbus import bus, events, tinyhttp
+from kernelbus.events import EventPublisher
+from kernelbus.metrics import CONTENT_TYPE, MetricsRegistry
+from kernelbus.settings import BusSettings
+from kernelbus.supervision import Restart
+
+log = logging.getLogger(__name__)
+
+
+class RestartReporter:
+    """Counts restarts and announces each one; the event is queued and published (retried
+    while NATS is away, e.g. right after the nats-server itself was restarted)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.registry = MetricsRegistry()
+        self.restarts = self.registry.counter(
+            "kernelbus_launcher_restarts_total",
+            "Processes the embedded launcher restarted after they exited unasked.",
+            labelnames=("service",),
+        )
+        for name in names:
+            self.restarts.inc(0, service=name)
+        self._nc: Client | None = None
+        self._publisher: EventPublisher | None = None
+        self._server: asyncio.Server | None = None
+
+    async def connect(self, nats_url: str) -> None:
+        self._nc = await bus.connect(
+            BusSettings(nats_url=nats_url), name="kernelbus-launcher", role="launcher"
+        )
+        self._publisher = await EventPublisher.open(self._nc.jetstream(), source="launcher")
+
+    async def serve(self, port: int) -> str:
+        """Serve `/metrics` on 127.0.0.1:`port` (0: a free one); returns its URL."""
+        self._server = await tinyhttp.serve(self._route, "127.0.0.1", port)
+        bound = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{bound}/metrics"
+
+    def _route(self, method: str, path: str) -> tinyhttp.Response:
+        if path == "/metrics":
+            return 200, CONTENT_TYPE, self.registry.render()
+        return 404, "text/plain", "not found\n"
+
+    async def report(self, restart: Restart) -> None:
+        self.restarts.inc(service=restart.service)
+        if self._publisher is None:
+            return
+        await self._publisher.emit(
+            events.SERVICE_RESTARTED,
+            {
+                "service": restart.service,
+                "exit_code": restart.exit_code,
+                "restarts": restart.restarts,
+                "delay": restart.delay,
+                "pid": restart.pid,
+                "hostname": socket.gethostname(),
+            },
+        )
+
+    async def close(self, timeout: float = 3.0) -> None:
+        """Publish what is queued (at most `timeout` s), then close the connection and server."""
+        if self._publisher is not None:
+            await self._publisher.close(timeout)
+        if self._nc is not None:
+            await bus.close(self._nc)
+        if self._server is not None:
+            self._server.close()
