@@ -54,10 +54,14 @@ class NatsChild:
     port: int | None
     log_file: Path
     name: str = "nats-server"
+    extra_config: str = ""
+    """Appended to the server's configuration (a cluster block for a local cluster)."""
     server: natsserver.NatsServer | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        self.server = natsserver.start(self.store_dir, self.port, log_file=self.log_file)
+        self.server = natsserver.start(
+            self.store_dir, self.port, extra_config=self.extra_config, log_file=self.log_file
+        )
         self.port = self.server.port  # a free port chosen once is kept for every restart
 
     @property

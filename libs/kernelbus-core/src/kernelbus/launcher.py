@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from kernelbus.children import NatsChild, ServiceChild
 from kernelbus.launcher_settings import LauncherSettings
 from kernelbus.logs import setup_logging
+from kernelbus.natsserver import free_port
 from kernelbus.processes import entry_point, kill_orphaned_kernels
 from kernelbus.quickexit import skip_final_collection
 from kernelbus.restarts import RestartReporter
@@ -76,14 +77,69 @@ class Deployment:
             "KERNELBUS_DATA_DIR": str(self.data_dir),
             # A stable id: a restarted worker re-adopts the kernels it left running.
             "KERNELBUS_WORKER_ID": os.environ.get("KERNELBUS_WORKER_ID", "local-1"),
-            "KERNELBUS_WORKER_RUNTIME_DIR": str(self.data_dir / "runtime"),
+            "KERNELBUS_WORKER_RUNTIME_DIR": str(self.runtime_dir(1)),
             # One warm python3 kernel: the first start takes milliseconds, not half a second.
             "KERNELBUS_WORKER_POOL": os.environ.get("KERNELBUS_WORKER_POOL", "python3=1"),
         }
 
+    def runtime_dir(self, n: int) -> Path:
+        """Worker n's runtime dir (connection files): `runtime` for the first, as before."""
+        return self.data_dir / ("runtime" if n == 1 else f"runtime-{n}")
+
+    def worker_names(self) -> list[str]:
+        count = self.settings.workers
+        return (
+            ["kernelbus-worker"]
+            if count == 1
+            else [f"kernelbus-worker-{n}" for n in range(1, count + 1)]
+        )
+
+    def worker_env(self, env: dict[str, str], n: int) -> dict[str, str]:
+        if self.settings.workers == 1:
+            return env
+        return {
+            **env,
+            "KERNELBUS_WORKER_ID": _worker_id(n),
+            "KERNELBUS_WORKER_RUNTIME_DIR": str(self.runtime_dir(n)),
+        }
+
+    def nats_children(self) -> list[NatsChild]:
+        """One private nats-server, or `nats_nodes` forming a local JetStream cluster."""
+        nodes = self.settings.nats_nodes
+        if nodes == 1:
+            return [
+                NatsChild(self.data_dir / "nats", self.nats_port, self.logs / "nats-server.log")
+            ]
+        ports = [self.nats_port or free_port()] + [free_port() for _ in range(nodes - 1)]
+        routes = [free_port() for _ in range(nodes)]
+        route_urls = ", ".join(f"nats://127.0.0.1:{port}" for port in routes)
+        children = []
+        for i in range(nodes):
+            extra = (
+                f'server_name: "kernelbus-{i + 1}"\n'
+                f"cluster {{\n  name: kernelbus\n  listen: 127.0.0.1:{routes[i]}\n"
+                f"  routes: [{route_urls}]\n}}\n"
+            )
+            children.append(
+                NatsChild(
+                    self.data_dir / f"nats-{i + 1}",
+                    ports[i],
+                    self.logs / f"nats-server-{i + 1}.log",
+                    name=f"nats-server-{i + 1}",
+                    extra_config=extra,
+                )
+            )
+        return children
+
     def policy(self) -> RestartPolicy:
         s = self.settings
         return RestartPolicy(s.max_restarts, s.restart_window, s.restart_delay, s.restart_delay_max)
+
+
+def _worker_id(n: int) -> str:
+    """`local-<n>`, or `<KERNELBUS_WORKER_ID>-<n>` when that is set."""
+    base = os.environ.get("KERNELBUS_WORKER_ID")
+    return f"{base}-{n}" if base else f"local-{n}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,23 +162,35 @@ def run() -> int:
 
 async def _run(deployment: Deployment) -> int:
     stop = _stop_on_signals()
-    nats = NatsChild(deployment.data_dir / "nats", deployment.nats_port, _nats_log(deployment))
+    nodes = deployment.nats_children()
     services: dict[str, ServiceChild] = {}
-    reporter = RestartReporter(["nats-server", *SERVICES])
+    workers = deployment.worker_names()
+    names = [*workers, *SERVICES[1:]]
+    reporter = RestartReporter([node.name for node in nodes] + names)
     try:
-        await asyncio.to_thread(nats.start)
-        env = deployment.service_env(nats.url)
-        for name in SERVICES:
+        for node in nodes:
+            await asyncio.to_thread(node.start)
+        nats_url = ",".join(node.url for node in nodes)
+        if len(nodes) > 1:
+            await _jetstream_ready(nats_url)
+        env = deployment.service_env(nats_url)
+        for n, name in enumerate(workers, start=1):
+            worker_env = deployment.worker_env(env, n)
+            services[name] = ServiceChild(
+                name, entry_point("kernelbus-worker"), worker_env, deployment.logs
+            )
+        for name in SERVICES[1:]:
             services[name] = ServiceChild(name, entry_point(name), env, deployment.logs)
-            services[name].start()
-        await reporter.connect(nats.url)
+        for child in services.values():
+            child.start()
+        await reporter.connect(nats_url)
         metrics_url = await reporter.serve(deployment.settings.metrics_port)
-        children: list[Child] = [nats, *services.values()]
+        children: list[Child] = [*nodes, *services.values()]
         supervisor = Supervisor(children, deployment.policy, reporter.report)
         watching = asyncio.create_task(supervisor.run(stop))
         ready = await _wait_ready(deployment, watching, stop)
         if ready:
-            _banner(deployment, nats.url, metrics_url)
+            _banner(deployment, nats_url, metrics_url)
         elif not watching.done() and not stop.is_set():
             print(f"the api was not ready within {READY_TIMEOUT:.0f} s", file=sys.stderr)
             stop.set()
@@ -135,11 +203,26 @@ async def _run(deployment: Deployment) -> int:
         return 0
     finally:
         _ignore_signals()
-        await _stop_all(services, reporter, nats, deployment)
+        await _stop_all(services, reporter, nodes, deployment)
 
 
-def _nats_log(deployment: Deployment) -> Path:
-    return deployment.logs / "nats-server.log"
+async def _jetstream_ready(nats_url: str, timeout: float = 60.0) -> None:
+    """A new cluster elects its JetStream meta leader first: services start after that."""
+    import nats
+
+    nc = await nats.connect(servers=nats_url.split(","), connect_timeout=2)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await nc.jetstream().account_info()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
 
 
 async def _wait_ready(
@@ -166,17 +249,20 @@ def _banner(deployment: Deployment, nats_url: str, metrics_url: str) -> None:
 async def _stop_all(
     services: dict[str, ServiceChild],
     reporter: RestartReporter,
-    nats: NatsChild,
+    nodes: list[NatsChild],
     deployment: Deployment,
 ) -> None:
     """Services in STOP_ORDER (NATS still up), the launcher's own connection, then NATS."""
-    for name in STOP_ORDER:
+    order = [n for n in STOP_ORDER if n != "kernelbus-worker"] + deployment.worker_names()
+    for name in order:
         if name in services and not await asyncio.to_thread(services[name].stop, STOP_TIMEOUT):
             print(f"{name} did not stop within {STOP_TIMEOUT:.0f} s: killed", file=sys.stderr)
     await reporter.close()
     # A worker that crashed left its kernels running for a successor that will not come.
-    kill_orphaned_kernels(deployment.data_dir / "runtime", include_adopted=True)
-    await asyncio.to_thread(nats.stop, 10.0)
+    for n in range(1, deployment.settings.workers + 1):
+        kill_orphaned_kernels(deployment.runtime_dir(n), include_adopted=True)
+    for node in nodes:
+        await asyncio.to_thread(node.stop, 10.0)
     print("Kernelbus stopped.", flush=True)
 
 
