@@ -202,6 +202,7 @@ async def ensure_infrastructure(js: JetStreamContext, replicas: int = 0) -> None
     await _ensure_kv(js, subjects.CULL_BUCKET, None, replicas)
     await _ensure_kv(js, subjects.STARTS_BUCKET, subjects.STARTS_TTL, replicas)
     await _ensure_kv(js, subjects.SESSIONS_BUCKET, None, replicas)
+    await _ensure_kv(js, subjects.DRAINS_BUCKET, None, replicas)
     for spec in (subjects.EVENTS_STREAM, subjects.DEAD_LETTER_STREAM):
         await _ensure_stream(js, spec, replicas)
 

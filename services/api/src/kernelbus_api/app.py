@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 
 from kernelbus import bus, subjects
 from kernelbus.registry import Registry
-from kernelbus_api import errors, metrics, openapi
+from kernelbus_api import drains, errors, metrics, openapi
 from kernelbus_api.admission import Admission
 from kernelbus_api.busguard import BusGuard
 from kernelbus_api.channels import router as channels_router
@@ -51,7 +51,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             max_kernels=settings.max_kernels,
             max_per_user=settings.max_kernels_per_user,
         )
-        kernel_manager = Kernels(settings, nc, registry, admission)
+        drains_kv = await js.key_value(subjects.DRAINS_BUCKET)
+        kernel_manager = Kernels(settings, nc, registry, admission, drains_kv)
         session_manager = Sessions(await js.key_value(subjects.SESSIONS_BUCKET), kernel_manager)
         app.state.kb = AppState(
             settings, nc, js, registry, kernel_manager, session_manager, connectivity
@@ -84,6 +85,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         kernelspecs.router,
         kernels.router,
         sessions.router,
+        drains.router,
     ):
         app.include_router(router, prefix=prefix)
     app.include_router(channels_router, prefix=prefix)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client
+from nats.js.kv import KeyValue
 
 from kernelbus import bus, subjects
 from kernelbus.errors import (
@@ -30,6 +31,7 @@ from kernelbus.models import KernelRecord
 from kernelbus.registry import Registry
 from kernelbus.registryview import KernelSummary
 from kernelbus_api.admission import Admission
+from kernelbus_api.drainset import drained_workers
 from kernelbus_api.kernel_env import kernel_env
 from kernelbus_api.models import StartKernelBody
 from kernelbus_api.placement import choose_worker
@@ -47,6 +49,8 @@ class Kernels:
     nc: Client
     registry: Registry
     admission: Admission
+    drains: KeyValue | None = None
+    """`kb_drains`: workers that take no new kernels (`POST /api/admin/workers/{id}/drain`)."""
 
     async def model(self, record: KernelRecord) -> dict[str, Any]:
         return record.jupyter_model(await self.registry.connections_of(record.id))
@@ -73,7 +77,11 @@ class Kernels:
         if body.kernel_id and (existing := await self.registry.get_kernel(body.kernel_id)):
             return existing
         command = self._start_command(body)
-        worker = choose_worker(await self.registry.live_workers(), command.kernel_name)
+        live = await self.registry.live_workers()
+        if self.drains is not None:
+            drained = await drained_workers(self.drains)
+            live = [w for w in live if w.worker_id not in drained]
+        worker = choose_worker(live, command.kernel_name)
         timeout = command.launch_timeout + _REPLY_PAD
         async with self.admission.reserve(command.kernel_id, command.username, timeout):
             reply = await self._send_start(worker.worker_id, command, timeout)
