@@ -18,11 +18,14 @@ import httpx
 
 from kernelbus.testing.embedded import EmbeddedRun
 
+START = {"name": "python3", "env": {"KERNEL_LAUNCH_TIMEOUT": "120"}}
+"""Ten kernels at once on a busy 2-core machine can take longer than the default 40 s."""
+
 
 async def start_kernels(run: EmbeddedRun, count: int) -> list[str]:
-    async with httpx.AsyncClient(base_url=run.url, headers=run.headers, timeout=120) as http:
+    async with httpx.AsyncClient(base_url=run.url, headers=run.headers, timeout=180) as http:
         responses = await asyncio.gather(
-            *(http.post("/api/kernels", json={"name": "python3"}) for _ in range(count))
+            *(http.post("/api/kernels", json=START) for _ in range(count))
         )
     for response in responses:
         response.raise_for_status()

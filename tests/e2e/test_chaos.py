@@ -105,11 +105,13 @@ async def test_any_one_process_can_die(
         failures += [f"{target}: {problem}" for problem in check(phase)]
     await client.close()
     failures += await events_stored_exactly_once(embedded)
-    assert not failures, "\n".join(failures)
     assert embedded.process is not None
     embedded.interrupt()
-    assert await asyncio.to_thread(embedded.process.wait, 60) == 0
-    assert embedded.wait_all_gone(10) == []
+    if (code := await asyncio.to_thread(embedded.process.wait, 60)) != 0:
+        failures.append(f"kernelbus run exited with {code}")
+    if left := embedded.wait_all_gone(10):
+        failures.append(f"processes left behind: {left}")
+    assert not failures, "\n".join(failures)
 
 
 async def events_stored_exactly_once(run: EmbeddedRun) -> list[str]:
