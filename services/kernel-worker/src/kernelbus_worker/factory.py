@@ -32,6 +32,8 @@ class KernelFactory:
         self.catalog = catalog
         self.outbox = outbox
         self.context = zmq.asyncio.Context()
+        # Four sockets per kernel: the default ceiling (1023) would stop a worker at ~250.
+        self.context.set(zmq.MAX_SOCKETS, 100_000)
         if settings.kernel_transport == "ipc":
             longest = self._runtime_dir() / f"kernel-{'x' * 36}-ipc-99999"
             if len(str(longest)) > IPC_PATH_MAX:

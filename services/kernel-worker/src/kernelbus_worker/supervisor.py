@@ -113,7 +113,13 @@ class Supervisor:
                 self._starting.pop(command.kernel_id, None)
                 raise
         self._starting.pop(command.kernel_id, None)
-        await self._register(kernel)
+        try:
+            await self._register(kernel)
+        except BaseException:
+            # Not in the registry (e.g. no JetStream leader for a moment): the client is told
+            # the start failed, so the kernel must not linger unlisted, holding capacity.
+            await self._unregister(kernel)
+            raise
         await self.notices.action("start", kernel)
         kernel.log.info("kernel started from %s (%s)", source, command.kernel_name)
         return kernel.record
@@ -128,6 +134,16 @@ class Supervisor:
         kid = kernel.id
         watch = self.restarter.watch(kernel, managed=lambda: self.kernels.get(kid) is kernel)
         self._watchers[kid] = asyncio.get_running_loop().create_task(watch)
+
+    async def _unregister(self, kernel: ManagedKernel) -> None:
+        watcher = self._watchers.pop(kernel.id, None)
+        if watcher is not None:
+            watcher.cancel()
+        if self.kernels.get(kernel.id) is kernel:
+            self.kernels.pop(kernel.id, None)
+            with contextlib.suppress(Exception):
+                await self.on_removed(kernel)
+        await self.factory.discard(kernel)
 
     async def refill_pool(self) -> None:
         await self.pool.refill()
