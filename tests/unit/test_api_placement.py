@@ -114,3 +114,11 @@ def test_pending_starts_fill_a_worker() -> None:
         pytest.raises(NoWorkerAvailable, match="full"),
     ):
         placements.choose(snapshot, "python3")
+
+
+def test_a_failed_start_stops_counting_at_once() -> None:
+    placements = Placements(clock=_Clock())
+    snapshot = [_worker("a", 1, 0)]
+    with pytest.raises(RuntimeError), placements.placed("a", "python3"):
+        raise RuntimeError("launch timeout")
+    assert placements.choose(snapshot, "python3").worker_id == "a"

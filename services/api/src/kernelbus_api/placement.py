@@ -96,10 +96,13 @@ class Placements:
 
     @contextmanager
     def placed(self, worker_id: str, kernel_name: str) -> Iterator[None]:
-        """Count one start on `worker_id` from now until `settle` seconds after it ends."""
+        """Count one start on `worker_id` from now until `settle` seconds after it ends; a
+        start that failed started nothing and stops counting at once."""
         entry = _Placed(worker_id, kernel_name)
         self._placed.append(entry)
         try:
             yield
-        finally:
-            entry.finished_at = self.clock()
+        except BaseException:
+            self._placed.remove(entry)
+            raise
+        entry.finished_at = self.clock()

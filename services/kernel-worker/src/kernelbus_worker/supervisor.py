@@ -51,6 +51,9 @@ class Supervisor:
         self.on_removed = on_removed
         self.kernels: dict[str, ManagedKernel] = {}
         self._starting: dict[str, asyncio.Task[KernelRecord]] = {}
+        self.load_changed = asyncio.Event()
+        """Set when a start ends (either way): the next heartbeat goes out at once, so that
+        placement does not see a finished or failed start as still running."""
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.factory = KernelFactory(settings, catalog, outbox)
         self.notices = KernelNotices(publisher, settings.id)
@@ -90,6 +93,7 @@ class Supervisor:
         finally:
             if task.done():
                 self._starting.pop(command.kernel_id, None)
+            self.load_changed.set()
 
     @metrics.measured_start
     async def _start(self, command: StartKernel) -> KernelRecord:

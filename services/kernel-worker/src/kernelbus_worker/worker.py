@@ -4,6 +4,7 @@ SIGTERM/SIGINT, then shuts its kernels down (unless told to leave them) and says
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -73,6 +74,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
                     heartbeat(settings, supervisor, catalog, started_at)
                 ),
                 when=lambda: connectivity.connected,
+                early=supervisor.load_changed,
             )
         ),
         asyncio.create_task(
@@ -120,11 +122,18 @@ async def _every(
     interval: float,
     action: Callable[[], Awaitable[None]],
     when: Callable[[], bool] = lambda: True,
+    early: asyncio.Event | None = None,
 ) -> None:
-    """Run `action` every `interval` s; skipped while `when()` is false (registry writes
-    while NATS is down would each wait out a timeout, then fail: they resume after it)."""
+    """Run `action` every `interval` s, or as soon as `early` is set; skipped while `when()`
+    is false (registry writes while NATS is down would each wait out a timeout, then fail:
+    they resume after it)."""
     while True:
-        await asyncio.sleep(interval)
+        if early is None:
+            await asyncio.sleep(interval)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(early.wait(), interval)
+            early.clear()
         if not when():
             continue
         try:
