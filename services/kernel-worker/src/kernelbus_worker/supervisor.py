@@ -125,9 +125,51 @@ class Supervisor:
         await self.on_added(kernel)
         await self.registry.put_kernel(kernel.record)
         kernel.dirty = False
+        await self.sync_keeper(flush=False)
         kid = kernel.id
         watch = self.restarter.watch(kernel, managed=lambda: self.kernels.get(kid) is kernel)
         self._watchers[kid] = asyncio.get_running_loop().create_task(watch)
+
+    # --- iopub keeper (ADR 0011) ------------------------------------------------------------
+
+    async def sync_keeper(self, flush: bool = True) -> None:
+        """Tell the keeper which kernels to watch and, once NATS confirmed it has everything
+        published so far (`flush`), the last iopub message delivered of each."""
+        keeper = self.factory.keeper
+        if keeper is None:
+            return
+        kernels = [k for k in self.kernels.values() if _watchable(k)]
+        acked = {k.id: k.last_published for k in kernels}
+        if flush:
+            try:
+                await self.factory.outbox.nc.flush(timeout=2)
+            except Exception:
+                acked = {}  # not known to be delivered: the keeper keeps the previous ack
+        entries = {
+            k.id: {"info": k.record.connection_info, "pid": k.record.pid, "acked": acked.get(k.id)}
+            for k in kernels
+        }
+        try:
+            await keeper.sync(entries)
+        except Exception as exc:
+            log.warning("iopub keeper: %s", exc, extra={"worker_id": self.settings.id})
+
+    async def _keeper_forget(self, kernel_id: str) -> None:
+        if self.factory.keeper is None:
+            return
+        try:
+            await self.factory.keeper.forget(kernel_id)
+        except Exception as exc:
+            log.warning("iopub keeper: %s", exc, extra={"worker_id": self.settings.id})
+
+    async def stop_keeper(self) -> None:
+        """This worker shut its kernels down: the keeper has nothing left to keep."""
+        if self.factory.keeper is None:
+            return
+        try:
+            await self.factory.keeper.stop()
+        except Exception as exc:
+            log.warning("iopub keeper: %s", exc, extra={"worker_id": self.settings.id})
 
     async def refill_pool(self) -> None:
         await self.pool.refill()
@@ -211,6 +253,7 @@ class Supervisor:
         await kernel.publish_status("dead")
         kernel.close_bridge()
         self.kernels.pop(kernel_id, None)
+        await self._keeper_forget(kernel_id)
         await self.on_removed(kernel)
         await self.registry.delete_kernel(kernel_id)
         await self.notices.action("shutdown", kernel)
@@ -261,3 +304,7 @@ class Supervisor:
                 kernel.dirty = True  # e.g. NATS down: written on a later pass, not forgotten
                 raise
             await self.notices.activity(kernel)
+
+
+def _watchable(kernel: ManagedKernel) -> bool:
+    return bool(kernel.record.connection_info) and kernel.record.execution_state != "dead"
