@@ -114,7 +114,9 @@ async def restore_manager(km: AsyncKernelManager, record: KernelRecord) -> None:
 
 async def backfill(kernel: ManagedKernel, keeper: KeeperClient) -> None:
     """Deliver what the kernel published while no worker was connected, from the keeper's
-    window (ADR 0011), before the live output held since this bridge connected."""
+    window (ADR 0011), before the live output held since this bridge connected; once the
+    first live message proved the subscription connected (wait_ready proves it too)."""
+    await kernel.iopub_live.wait()
     try:
         earlier = await asyncio.wait_for(keeper.fetch(kernel.id), 10)
     except (KeeperUnavailable, TimeoutError) as exc:
@@ -145,15 +147,20 @@ async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float)
     kernel.km._launch_args = factory.launch_kwargs(relaunch, kernel)
     kernel.km._attempted_start = True  # so a restart gets a fresh `ready` future
     kernel.open_bridge()
-    keeper = factory.keeper
-    if keeper is not None:
-        kernel.hold_iopub_for_backfill()  # until the keeper's frames went out first
+    filling: asyncio.Task[None] | None = None
+    if factory.keeper is not None:
+        # As soon as our subscription is live (a busy kernel answers kernel_info only when
+        # its cell ends: the gap's output must not wait for that).
+        kernel.hold_iopub_for_backfill()
+        filling = asyncio.get_running_loop().create_task(backfill(kernel, factory.keeper))
     try:
         await kernel.wait_ready(timeout)
+        if filling is not None:
+            await filling
     except BaseException:
+        if filling is not None:
+            filling.cancel()
         kernel.close_bridge()
         raise
-    if keeper is not None:
-        await backfill(kernel, keeper)
     kernel.record.execution_state = kernel.activity.execution_state  # type: ignore[assignment]
     return kernel

@@ -86,6 +86,7 @@ class ManagedKernel:
         self._held: list[tuple[bytes, str | None]] | None = None
         self._backfilling: list[list[bytes]] | None = None
         self.last_published: str | None = None
+        self.iopub_live = asyncio.Event()
         """msg_id of the last kernel iopub message published (what the keeper is acked)."""
         self.consecutive_restarts = 0
         """Automatic restarts since the kernel last stayed up `stable_start_time` seconds."""
@@ -130,6 +131,7 @@ class ManagedKernel:
             if self._backfilling is not None:
                 self._note_probe(parts)
                 self._backfilling.append(parts)
+                self.iopub_live.set()
                 continue
             self._iopub_busy = True
             self._iopub_count += 1
@@ -151,8 +153,10 @@ class ManagedKernel:
 
     def hold_iopub_for_backfill(self) -> None:
         """Until `backfill`, live iopub is kept (and only checked for readiness probes): what
-        the iopub keeper kept from before this bridge connected goes out first."""
+        the iopub keeper kept from before this bridge connected goes out first. `iopub_live`
+        is set at the first live message: from then on nothing published can miss both."""
         self._backfilling = []
+        self.iopub_live.clear()
 
     async def backfill(self, earlier: list[list[bytes]]) -> int:
         """Deliver `earlier` (the keeper's frames, in order) minus what came in live, then the
