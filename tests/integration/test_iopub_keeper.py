@@ -4,7 +4,6 @@ printed while no worker was connected (kept by the keeper), then the live output
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -17,7 +16,6 @@ from kernelbus.messages import ShutdownKernel, StartKernel
 from kernelbus.processes import keepers_under, wait_for
 from kernelbus.testing.busclient import BusConnection, Received
 from kernelbus.testing.plugin import Services
-from kernelbus_worker.keeper import Watched
 
 pytestmark = pytest.mark.integration
 
@@ -96,20 +94,3 @@ async def test_a_worker_stopping_with_its_kernels_stops_the_keeper(
     wait_for(lambda: bool(keepers_under(services.runtime_dir)), 30, "the keeper")
     assert worker.stop(), "the worker had to be killed"
     wait_for(lambda: not keepers_under(services.runtime_dir), 30, "the keeper to stop")
-
-
-def _parts(msg_id: str) -> list[bytes]:
-    return [json.dumps({"msg_id": msg_id}).encode(), b"{}", b"{}", b"{}"]
-
-
-def test_the_ring_answers_what_came_after_the_acked_message() -> None:
-    ring = Watched("k", "tcp://127.0.0.1:1", None, None, window=10, max_bytes=1000)  # type: ignore[arg-type]
-    for n, msg_id in enumerate("abcd"):
-        ring.add(msg_id, _parts(msg_id), now=float(n))
-    assert [p[0] for p in ring.after_ack()] == [_parts(m)[0] for m in "abcd"]
-    ring.acked = "b"
-    assert [p[0] for p in ring.after_ack()] == [_parts(m)[0] for m in "cd"]
-    ring.acked = "gone"  # evicted or never seen: everything kept (the api drops what it sent)
-    assert len(ring.after_ack()) == 4
-    ring.add("e", _parts("e"), now=12.5)  # a, b and c are older than the 10 s window
-    assert [p[0] for p in ring.after_ack()] == [_parts(m)[0] for m in "de"]

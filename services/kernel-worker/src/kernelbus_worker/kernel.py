@@ -148,8 +148,10 @@ class ManagedKernel:
             self.buffer.add(frame)
         elif self.connections:
             self.recent.add(None, frame)
+        direct = self.hold is None and not self.bus_down  # else held: not published yet
         await self._send(None, frame)
-        self.last_published = _msg_id(parts) or self.last_published
+        if direct:
+            self.last_published = _msg_id(parts) or self.last_published
 
     def hold_iopub_for_backfill(self) -> None:
         """Until `backfill`, live iopub is kept (and only checked for readiness probes): what
