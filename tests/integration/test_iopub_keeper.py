@@ -4,8 +4,11 @@ printed while no worker was connected (kept by the keeper), then the live output
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -16,6 +19,7 @@ from kernelbus.messages import ShutdownKernel, StartKernel
 from kernelbus.processes import keepers_under, wait_for
 from kernelbus.testing.busclient import BusConnection, Received
 from kernelbus.testing.plugin import Services
+from kernelbus_worker.keeperclient import KeeperClient
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +98,31 @@ async def test_a_worker_stopping_with_its_kernels_stops_the_keeper(
     wait_for(lambda: bool(keepers_under(services.runtime_dir)), 30, "the keeper")
     assert worker.stop(), "the worker had to be killed"
     wait_for(lambda: not keepers_under(services.runtime_dir), 30, "the keeper to stop")
+
+
+async def test_a_runtime_dir_too_long_for_a_socket_address_still_gets_a_keeper(
+    tmp_path: Path,
+) -> None:
+    runtime_dir = tmp_path / ("d" * 60) / ("e" * 60)
+    client = KeeperClient(runtime_dir, window=5, worker_id="test")
+    assert len(str(runtime_dir / "iopub-keeper.sock")) > 108
+    try:
+        reply = await client.request({"op": "ping"})
+        assert reply["ok"] and keepers_under(runtime_dir) == [reply["pid"]]
+        bad = await client.request({"op": "nonsense"})
+        assert not bad["ok"] and "unknown op" in bad["error"]
+    finally:
+        await client.stop()
+    assert not keepers_under(runtime_dir)
+
+
+def test_a_keeper_without_kernels_stops_by_itself(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "kernelbus_worker.keeper", str(tmp_path), "--idle", "1"]
+    keeper = subprocess.Popen(command, start_new_session=True)
+    try:
+        assert keeper.wait(60) == 0
+    finally:
+        if keeper.poll() is None:
+            keeper.kill()
+            keeper.wait()
+    assert not (tmp_path / "iopub-keeper.sock").exists()
