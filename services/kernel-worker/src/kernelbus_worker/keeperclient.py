@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 SUN_PATH_MAX = 100
 
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
 
 class KeeperUnavailable(Exception):
     pass
@@ -33,9 +35,10 @@ class KeeperClient:
         self.worker_id = worker_id
         self.start_timeout = start_timeout
         self._dir_fd: int | None = None
-        self._stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._stream: Stream | None = None
         self._lock = asyncio.Lock()
         self._spawned: subprocess.Popen[bytes] | None = None
+        self._stopped = False
 
     @property
     def socket_path(self) -> str:
@@ -48,14 +51,15 @@ class KeeperClient:
             self._dir_fd = os.open(self.runtime_dir, os.O_RDONLY | os.O_DIRECTORY)
         return f"/proc/self/fd/{self._dir_fd}/{SOCKET_NAME}"
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self, spawn: bool = True) -> Stream:
         if self._stream is not None:
             return self._stream
         try:
             self._stream = await asyncio.open_unix_connection(self.socket_path)
             return self._stream
-        except OSError:
-            pass
+        except OSError as exc:
+            if not spawn:
+                raise KeeperUnavailable(f"no iopub keeper answers: {exc}") from exc
         self._spawn()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
@@ -97,11 +101,14 @@ class KeeperClient:
             extra={"worker_id": self.worker_id},
         )
 
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def request(self, message: dict[str, Any], spawn: bool = True) -> dict[str, Any]:
+        """Send `message`, starting a keeper first if none answers (unless not `spawn`)."""
         async with self._lock:
+            if self._stopped:
+                raise KeeperUnavailable("the keeper was stopped (this worker is stopping)")
             for attempt in (1, 2):
                 try:
-                    reader, writer = await self._connect()
+                    reader, writer = await self._connect(spawn)
                     await write_message(writer, message)
                     reply = await read_message(reader)
                     if reply is None:
@@ -126,8 +133,14 @@ class KeeperClient:
         return [[base64.b64decode(p) for p in parts] for parts in reply.get("frames", [])]
 
     async def stop(self) -> None:
-        await self.request({"op": "stop"})
-        self.close()
+        """Stop the running keeper, if any (none is started for that)."""
+        try:
+            await self.request({"op": "stop"}, spawn=False)
+        except KeeperUnavailable:
+            pass  # none runs: nothing to stop
+        finally:
+            self._stopped = True  # no request from now on starts a new one
+            self.close()
         if self._spawned is not None:
             await asyncio.to_thread(_wait, self._spawned, 5.0)
 

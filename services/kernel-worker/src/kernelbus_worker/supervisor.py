@@ -52,6 +52,7 @@ class Supervisor:
         self.kernels: dict[str, ManagedKernel] = {}
         self._starting: dict[str, asyncio.Task[KernelRecord]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._keeper_syncs: set[asyncio.Task[None]] = set()
         self.factory = KernelFactory(settings, catalog, outbox)
         self.notices = KernelNotices(publisher, settings.id)
         self.restarter = Restarter(settings, self.factory, registry, self.notices)
@@ -125,7 +126,10 @@ class Supervisor:
         await self.on_added(kernel)
         await self.registry.put_kernel(kernel.record)
         kernel.dirty = False
-        await self.sync_keeper(flush=False)
+        # In the background: the first one may start the keeper, not to be waited for here.
+        syncing = asyncio.get_running_loop().create_task(self.sync_keeper(flush=False))
+        self._keeper_syncs.add(syncing)
+        syncing.add_done_callback(self._keeper_syncs.discard)
         kid = kernel.id
         watch = self.restarter.watch(kernel, managed=lambda: self.kernels.get(kid) is kernel)
         self._watchers[kid] = asyncio.get_running_loop().create_task(watch)
