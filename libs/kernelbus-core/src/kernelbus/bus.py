@@ -213,24 +213,47 @@ async def close(nc: Client) -> None:
         log.warning("nats close failed: %s", exc)
 
 
-async def ensure_infrastructure(js: JetStreamContext) -> None:
-    """Create the streams and buckets if absent; idempotent, safe from every replica."""
-    await _ensure_kv(js, subjects.KERNELS_BUCKET, ttl=None)
-    await _ensure_kv(js, subjects.WORKERS_BUCKET, ttl=subjects.WORKER_TTL)
-    await _ensure_kv(js, subjects.CONNECTIONS_BUCKET, ttl=subjects.CONNECTIONS_TTL)
-    await _ensure_kv(js, subjects.CULL_BUCKET, ttl=None)
-    await _ensure_kv(js, subjects.STARTS_BUCKET, ttl=subjects.STARTS_TTL)
-    await _ensure_kv(js, subjects.SESSIONS_BUCKET, ttl=None)
+async def ensure_infrastructure(js: JetStreamContext, replicas: int = 0) -> None:
+    """Create the streams and buckets if absent; idempotent, safe from every replica.
+
+    `replicas` (setting `nats_replicas`): copies of each bucket and stream; 0 means
+    min(3, cluster size), the size read from the connected server's INFO. Existing buckets
+    and streams are left as they are.
+    """
+    replicas = replicas or cluster_replicas(js)
+    await _ensure_kv(js, subjects.KERNELS_BUCKET, None, replicas)
+    await _ensure_kv(js, subjects.WORKERS_BUCKET, subjects.WORKER_TTL, replicas)
+    await _ensure_kv(js, subjects.CONNECTIONS_BUCKET, subjects.CONNECTIONS_TTL, replicas)
+    await _ensure_kv(js, subjects.CULL_BUCKET, None, replicas)
+    await _ensure_kv(js, subjects.STARTS_BUCKET, subjects.STARTS_TTL, replicas)
+    await _ensure_kv(js, subjects.SESSIONS_BUCKET, None, replicas)
+    await _ensure_kv(js, subjects.DRAINS_BUCKET, None, replicas)
     for spec in (subjects.EVENTS_STREAM, subjects.DEAD_LETTER_STREAM):
-        await _ensure_stream(js, spec)
+        await _ensure_stream(js, spec, replicas)
 
 
-async def _ensure_kv(js: JetStreamContext, bucket: str, ttl: float | None) -> KeyValue:
+def cluster_replicas(js: JetStreamContext) -> int:
+    """min(3, nodes of the cluster): the server's INFO lists the other nodes' client URLs
+    (`connect_urls`); no cluster, no list. nats-py keeps INFO in a private attribute."""
+    info = getattr(getattr(js, "_nc", None), "_server_info", None) or {}
+    others = {str(url) for url in info.get("connect_urls") or []}
+    if not info.get("cluster"):
+        return 1
+    return max(1, min(3, len(others) + 1))
+
+
+async def _ensure_kv(
+    js: JetStreamContext, bucket: str, ttl: float | None, replicas: int = 1
+) -> KeyValue:
     try:
         return await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:
         pass
-    config = KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE)
+    # direct: any replica answers a get, so reads go on while a new leader is being elected
+    # (a miss is re-read from the leader: `kernelbus.registry`).
+    config = KeyValueConfig(
+        bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas, direct=True
+    )
     if ttl:
         config.ttl = ttl
     try:
@@ -239,7 +262,9 @@ async def _ensure_kv(js: JetStreamContext, bucket: str, ttl: float | None) -> Ke
         return await js.key_value(bucket)
 
 
-async def _ensure_stream(js: JetStreamContext, spec: subjects.StreamSpec) -> None:
+async def _ensure_stream(
+    js: JetStreamContext, spec: subjects.StreamSpec, replicas: int = 1
+) -> None:
     try:
         await js.stream_info(spec.name)
         return
@@ -250,6 +275,7 @@ async def _ensure_stream(js: JetStreamContext, spec: subjects.StreamSpec) -> Non
         subjects=list(spec.subjects),
         storage=StorageType.FILE,
         duplicate_window=120.0,
+        num_replicas=replicas,
     )
     try:
         await js.add_stream(config=config)

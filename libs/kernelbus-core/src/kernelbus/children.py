@@ -53,14 +53,15 @@ class NatsChild:
     store_dir: Path
     port: int | None
     log_file: Path
-    extra_config: str = ""
-    """The authorization (and TLS) blocks: every incarnation gets the same users."""
     name: str = "nats-server"
+    extra_config: str = ""
+    """Appended to the server's configuration: the authorization (and TLS) blocks, so every
+    incarnation has the same users, and a cluster block for a local cluster."""
     server: natsserver.NatsServer | None = field(default=None, repr=False)
 
     def start(self) -> None:
         self.server = natsserver.start(
-            self.store_dir, self.port, self.extra_config, log_file=self.log_file
+            self.store_dir, self.port, extra_config=self.extra_config, log_file=self.log_file
         )
         self.port = self.server.port  # a free port chosen once is kept for every restart
 

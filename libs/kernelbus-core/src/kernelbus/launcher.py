@@ -24,13 +24,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from kernelbus import natsauth
+from kernelbus import bus, natsauth
 from kernelbus.children import NatsChild, ServiceChild
 from kernelbus.launcher_settings import LauncherSettings
 from kernelbus.logs import setup_logging
+from kernelbus.natsserver import free_port
 from kernelbus.processes import entry_point, kill_orphaned_kernels
 from kernelbus.quickexit import skip_final_collection
 from kernelbus.restarts import RestartReporter
+from kernelbus.settings import BusSettings
 from kernelbus.supervision import Child, CrashLoop, RestartPolicy, Supervisor
 
 SERVICES = ("kernelbus-worker", "kernelbus-events", "kernelbus-culler", "kernelbus-api")
@@ -77,14 +79,75 @@ class Deployment:
             "KERNELBUS_DATA_DIR": str(self.data_dir),
             # A stable id: a restarted worker re-adopts the kernels it left running.
             "KERNELBUS_WORKER_ID": os.environ.get("KERNELBUS_WORKER_ID", "local-1"),
-            "KERNELBUS_WORKER_RUNTIME_DIR": str(self.data_dir / "runtime"),
+            "KERNELBUS_WORKER_RUNTIME_DIR": str(self.runtime_dir(1)),
             # One warm python3 kernel: the first start takes milliseconds, not half a second.
             "KERNELBUS_WORKER_POOL": os.environ.get("KERNELBUS_WORKER_POOL", "python3=1"),
         }
 
+    def runtime_dir(self, n: int) -> Path:
+        """Worker n's runtime dir (connection files): `runtime` for the first, as before."""
+        return self.data_dir / ("runtime" if n == 1 else f"runtime-{n}")
+
+    def worker_names(self) -> list[str]:
+        count = self.settings.workers
+        return (
+            ["kernelbus-worker"]
+            if count == 1
+            else [f"kernelbus-worker-{n}" for n in range(1, count + 1)]
+        )
+
+    def worker_env(self, env: dict[str, str], n: int) -> dict[str, str]:
+        if self.settings.workers == 1:
+            return env
+        return {
+            **env,
+            "KERNELBUS_WORKER_ID": _worker_id(n),
+            "KERNELBUS_WORKER_RUNTIME_DIR": str(self.runtime_dir(n)),
+        }
+
+    def nats_children(self, secured: str) -> list[NatsChild]:
+        """One private nats-server, or `nats_nodes` forming a local JetStream cluster; every
+        node with the `secured` configuration (users, TLS)."""
+        nodes = self.settings.nats_nodes
+        if nodes == 1:
+            return [
+                NatsChild(
+                    self.data_dir / "nats",
+                    self.nats_port,
+                    self.logs / "nats-server.log",
+                    extra_config=secured,
+                )
+            ]
+        ports = [self.nats_port or free_port()] + [free_port() for _ in range(nodes - 1)]
+        routes = [free_port() for _ in range(nodes)]
+        route_urls = ", ".join(f"nats://127.0.0.1:{port}" for port in routes)
+        children = []
+        for i in range(nodes):
+            extra = (
+                f'server_name: "kernelbus-{i + 1}"\n'
+                f"cluster {{\n  name: kernelbus\n  listen: 127.0.0.1:{routes[i]}\n"
+                f"  routes: [{route_urls}]\n}}\n"
+            )
+            children.append(
+                NatsChild(
+                    self.data_dir / f"nats-{i + 1}",
+                    ports[i],
+                    self.logs / f"nats-server-{i + 1}.log",
+                    name=f"nats-server-{i + 1}",
+                    extra_config=extra + secured,
+                )
+            )
+        return children
+
     def policy(self) -> RestartPolicy:
         s = self.settings
         return RestartPolicy(s.max_restarts, s.restart_window, s.restart_delay, s.restart_delay_max)
+
+
+def _worker_id(n: int) -> str:
+    """`local-<n>`, or `<KERNELBUS_WORKER_ID>-<n>` when that is set."""
+    base = os.environ.get("KERNELBUS_WORKER_ID")
+    return f"{base}-{n}" if base else f"local-{n}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,27 +171,37 @@ def run() -> int:
 async def _run(deployment: Deployment) -> int:
     stop = _stop_on_signals()
     creds, secured = natsauth.server_config(deployment.data_dir / "nats")  # no anonymous bus
-    nats = NatsChild(
-        deployment.data_dir / "nats", deployment.nats_port, _nats_log(deployment), secured
-    )
+    nodes = deployment.nats_children(secured)
     services: dict[str, ServiceChild] = {}
-    reporter = RestartReporter(["nats-server", *SERVICES])
+    workers = deployment.worker_names()
+    names = [*workers, *SERVICES[1:]]
+    reporter = RestartReporter([node.name for node in nodes] + names)
     try:
-        await asyncio.to_thread(nats.start)
-        url = natsauth.client_url(nats.url)
-        env = deployment.service_env(url)
-        for name in SERVICES:
+        for node in nodes:
+            await asyncio.to_thread(node.start)
+        nats_url = ",".join(natsauth.client_url(node.url) for node in nodes)
+        launcher_login = creds.env_for(natsauth.LAUNCHER)
+        if len(nodes) > 1:
+            await _jetstream_ready(nats_url, launcher_login)
+        env = deployment.service_env(nats_url)
+        for n, name in enumerate(workers, start=1):
+            worker_env = {**deployment.worker_env(env, n), **creds.env_for("kernelbus-worker")}
+            services[name] = ServiceChild(
+                name, entry_point("kernelbus-worker"), worker_env, deployment.logs
+            )
+        for name in SERVICES[1:]:
             service_env = {**env, **creds.env_for(name)}
             services[name] = ServiceChild(name, entry_point(name), service_env, deployment.logs)
-            services[name].start()
-        await reporter.connect(url, creds.env_for(natsauth.LAUNCHER))
+        for child in services.values():
+            child.start()
+        await reporter.connect(nats_url, launcher_login)
         metrics_url = await reporter.serve(deployment.settings.metrics_port)
-        children: list[Child] = [nats, *services.values()]
+        children: list[Child] = [*nodes, *services.values()]
         supervisor = Supervisor(children, deployment.policy, reporter.report)
         watching = asyncio.create_task(supervisor.run(stop))
         ready = await _wait_ready(deployment, watching, stop)
         if ready:
-            _banner(deployment, url, natsauth.consumer_hint(creds), metrics_url)
+            _banner(deployment, nats_url, natsauth.consumer_hint(creds), metrics_url)
         elif not watching.done() and not stop.is_set():
             print(f"the api was not ready within {READY_TIMEOUT:.0f} s", file=sys.stderr)
             stop.set()
@@ -141,11 +214,27 @@ async def _run(deployment: Deployment) -> int:
         return 0
     finally:
         _ignore_signals()
-        await _stop_all(services, reporter, nats, deployment)
+        await _stop_all(services, reporter, nodes, deployment)
 
 
-def _nats_log(deployment: Deployment) -> Path:
-    return deployment.logs / "nats-server.log"
+async def _jetstream_ready(nats_url: str, login: dict[str, str], timeout: float = 60.0) -> None:
+    """A new cluster elects its JetStream meta leader first: services start after that."""
+    settings = BusSettings(
+        nats_url=nats_url, nats_user=login["NATS_USER"], nats_password=login["NATS_PASSWORD"]
+    )
+    nc = await bus.connect(settings, name="kernelbus-launcher", role="launcher")
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await nc.jetstream().account_info()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await bus.close(nc)
 
 
 async def _wait_ready(
@@ -173,17 +262,20 @@ def _banner(deployment: Deployment, nats_url: str, consumer: str, metrics_url: s
 async def _stop_all(
     services: dict[str, ServiceChild],
     reporter: RestartReporter,
-    nats: NatsChild,
+    nodes: list[NatsChild],
     deployment: Deployment,
 ) -> None:
     """Services in STOP_ORDER (NATS still up), the launcher's own connection, then NATS."""
-    for name in STOP_ORDER:
+    order = [n for n in STOP_ORDER if n != "kernelbus-worker"] + deployment.worker_names()
+    for name in order:
         if name in services and not await asyncio.to_thread(services[name].stop, STOP_TIMEOUT):
             print(f"{name} did not stop within {STOP_TIMEOUT:.0f} s: killed", file=sys.stderr)
     await reporter.close()
     # A worker that crashed left its kernels running for a successor that will not come.
-    kill_orphaned_kernels(deployment.data_dir / "runtime", include_adopted=True)
-    await asyncio.to_thread(nats.stop, 10.0)
+    for n in range(1, deployment.settings.workers + 1):
+        kill_orphaned_kernels(deployment.runtime_dir(n), include_adopted=True)
+    for node in nodes:
+        await asyncio.to_thread(node.stop, 10.0)
     print("Kernelbus stopped.", flush=True)
 
 

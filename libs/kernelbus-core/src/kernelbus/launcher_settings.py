@@ -4,7 +4,7 @@ launcher passes on to the services (README, Configuration)."""
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +35,23 @@ class LauncherSettings(BaseSettings):
     )
     restart_delay_max: float = Field(
         default=10.0, ge=0, description="Longest wait before a restart, in seconds."
+    )
+
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        validation_alias=AliasChoices("KERNELBUS_WORKERS"),
+        description="Kernel-workers `kernelbus run` starts, each with its own id "
+        "(`local-<n>`) and runtime dir.",
+    )
+    nats_nodes: int = Field(
+        default=1,
+        ge=1,
+        le=7,
+        validation_alias=AliasChoices("KERNELBUS_NATS_NODES"),
+        description="nats-server nodes `kernelbus run` starts: more than 1 forms a local "
+        "JetStream cluster (routes on loopback; every service gets every URL).",
     )
 
     @model_validator(mode="after")

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats.js.errors
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from kernelbus import subjects
 from kernelbus.kvkeys import kv_keys
 from kernelbus.models import KernelRecord, WorkerHeartbeat
+from kernelbus.registryview import KernelSummary, RegistryView
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,8 @@ class Registry:
     kernels: KeyValue
     workers: KeyValue
     connections: KeyValue
+    view: RegistryView | None = field(default=None, compare=False)
+    """Watch-fed view for listing (api, culler): see `kernelbus.registryview`."""
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> Registry:
@@ -33,6 +37,29 @@ class Registry:
             workers=await js.key_value(subjects.WORKERS_BUCKET),
             connections=await js.key_value(subjects.CONNECTIONS_BUCKET),
         )
+
+    async def start_view(self, nc: Client, timeout: float = 10.0) -> None:
+        """Open the watch-fed view and wait (up to `timeout`) for its first full load; until
+        it has one, listings read the buckets directly."""
+        self.view = RegistryView.of(nc, self.kernels, self.connections)
+        self.view.start()
+        if not await self.view.wait_ready(timeout):
+            log.warning(
+                "registry view not loaded after %.0f s; reading the buckets directly", timeout
+            )
+
+    async def close_view(self) -> None:
+        if self.view is not None:
+            await self.view.close()
+            self.view = None
+
+    async def kernel_summaries(self) -> list[KernelSummary]:
+        """Every kernel, as of now: from the view when it has caught up, else read directly."""
+        if self.view is not None and self.view.kernels.ready.is_set():
+            summaries = await self.view.kernel_summaries()
+            if summaries is not None:
+                return summaries
+        return [KernelSummary.of(record) for record in await self.list_kernels()]
 
     # --- kernels ------------------------------------------------------------------------
 
@@ -44,12 +71,20 @@ class Registry:
         """The record and its KV revision (for compare-and-set updates)."""
         try:
             entry = await self.kernels.get(kernel_id)
+            value, revision = entry.value, entry.revision or 0
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        if not entry.value:
+            # A direct get may be answered by a replica a write has not reached yet: a miss
+            # is asked again of the stream's leader (read-your-writes for a kernel just started).
+            if not getattr(self.kernels, "_direct", False):
+                return None
+            found = await _leader_get(self.kernels, kernel_id)
+            if found is None:
+                return None
+            value, revision = found
+        if not value:
             return None
         try:
-            return KernelRecord.model_validate_json(entry.value), entry.revision or 0
+            return KernelRecord.model_validate_json(value), revision
         except ValidationError:
             log.warning("unreadable registry entry for kernel %s", kernel_id)
             return None
@@ -105,6 +140,8 @@ class Registry:
 
     async def connection_counts(self) -> dict[str, int]:
         """kernel_id -> open websockets summed over every live api replica."""
+        if self.view is not None and (viewed := self.view.connection_counts()) is not None:
+            return viewed
         counts: dict[str, int] = {}
         for key in await _keys(self.connections):
             kernel_id = key.split(".", 1)[0]
@@ -120,6 +157,19 @@ class Registry:
 
     async def connections_of(self, kernel_id: str) -> int:
         return (await self.connection_counts()).get(kernel_id, 0)
+
+
+async def _leader_get(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
+    """The key's last message as the stream leader has it (private nats-py attributes, as in
+    `kernelbus.kvkeys`); None when absent or deleted."""
+    try:
+        msg = await kv._js.get_last_msg(kv._stream, f"{kv._pre}{key}", direct=False)
+    except nats.js.errors.NotFoundError:
+        return None
+    operation = (msg.headers or {}).get("KV-Operation")
+    if operation in ("DEL", "PURGE") or not msg.data:
+        return None
+    return msg.data, msg.seq or 0
 
 
 async def _keys(kv: KeyValue) -> list[str]:

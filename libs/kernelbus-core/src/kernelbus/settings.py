@@ -40,6 +40,13 @@ class BusSettings(BaseSettings):
         validation_alias=AliasChoices("NATS_TLS_KEY", "KERNELBUS_NATS_TLS_KEY"),
         description="Private key (PEM) of NATS_TLS_CERT.",
     )
+    nats_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        validation_alias=AliasChoices("KERNELBUS_NATS_REPLICAS"),
+        description="Replicas of new KV buckets and streams (0: min(3, cluster size)).",
+    )
     nats_connect_attempts: int = Field(
         default=30,
         ge=1,

@@ -124,5 +124,8 @@ STARTS_TTL = 3700.0
 SESSIONS_BUCKET = "kb_sessions"
 """session_id -> api session (jupyter_server's model: path, name, type, kernel_id)."""
 
+DRAINS_BUCKET = "kb_drains"
+"""worker_id -> drain note: no new kernel is placed on a drained worker (its kernels run on)."""
+
 WORKER_TTL = 10.0
 CONNECTIONS_TTL = 30.0

@@ -75,7 +75,7 @@ class Admission:
         raise BusTimeout("too much contention admitting kernel starts; try again")
 
     async def _check(self, username: str | None) -> None:
-        owners = {r.id: r.username for r in await self.registry.list_kernels()}
+        owners = {r.id: r.username for r in await self.registry.kernel_summaries()}
         for res in await self._reservations():
             owners.setdefault(res.kernel_id, res.username)
         if self.max_kernels is not None and len(owners) >= self.max_kernels:

@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from kernelbus import bus, subjects
 from kernelbus.events import EventPublisher
 from kernelbus.registry import Registry
-from kernelbus_api import errors, metrics, openapi
+from kernelbus_api import drains, errors, metrics, openapi
 from kernelbus_api.admission import Admission
 from kernelbus_api.busguard import BusGuard
 from kernelbus_api.channels import router as channels_router
@@ -43,8 +43,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
             settings, name=settings.api_instance, role="api", connectivity=connectivity
         )
         js = nc.jetstream()
-        await bus.ensure_infrastructure(js)
+        await bus.ensure_infrastructure(js, settings.nats_replicas)
         registry = await Registry.open(js)
+        await registry.start_view(nc)
         admission = Admission(
             kv=await js.key_value(subjects.STARTS_BUCKET),
             registry=registry,
@@ -52,7 +53,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             max_per_user=settings.max_kernels_per_user,
         )
         publisher = await EventPublisher.open(js, source=f"api/{settings.api_instance}")
-        kernel_manager = Kernels(settings, nc, registry, admission, publisher)
+        drains_kv = await js.key_value(subjects.DRAINS_BUCKET)
+        kernel_manager = Kernels(settings, nc, registry, admission, drains_kv, publisher)
         session_manager = Sessions(await js.key_value(subjects.SESSIONS_BUCKET), kernel_manager)
         app.state.kb = AppState(
             settings, nc, js, registry, kernel_manager, session_manager, connectivity
@@ -62,6 +64,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             yield
         finally:
             await publisher.close(timeout=2)
+            await registry.close_view()
             await bus.close(nc)
 
     prefix = settings.prefix
@@ -85,6 +88,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         kernelspecs.router,
         kernels.router,
         sessions.router,
+        drains.router,
     ):
         app.include_router(router, prefix=prefix)
     app.include_router(channels_router, prefix=prefix)

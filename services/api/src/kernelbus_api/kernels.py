@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
+from nats.js.kv import KeyValue
 
 from kernelbus import bus, events, subjects
 from kernelbus.errors import (
@@ -30,9 +31,11 @@ from kernelbus.messages import (
 )
 from kernelbus.models import KernelRecord
 from kernelbus.registry import Registry
+from kernelbus.registryview import KernelSummary
 from kernelbus_api import kernelspecs
 from kernelbus_api.admission import Admission
 from kernelbus_api.authorization import authorize, bind_username
+from kernelbus_api.drainset import drained_workers
 from kernelbus_api.errors import status_for
 from kernelbus_api.kernel_env import kernel_env
 from kernelbus_api.models import StartKernelBody
@@ -51,6 +54,8 @@ class Kernels:
     nc: Client
     registry: Registry
     admission: Admission
+    drains: KeyValue | None = None
+    """`kb_drains`: workers that take no new kernels (`POST /api/admin/workers/{id}/drain`)."""
     events: EventPublisher | None = None
     """Where failed lifecycle actions are reported as `kernel_actions` error events."""
     placements: Placements = field(default_factory=Placements)
@@ -60,8 +65,14 @@ class Kernels:
 
     async def list_models(self) -> list[dict[str, Any]]:
         counts = await self.registry.connection_counts()
-        records = await self.registry.list_kernels()
+        records = await self.registry.kernel_summaries()
         return [r.jupyter_model(counts.get(r.id, 0)) for r in sorted(records, key=_started)]
+
+    async def list_json(self) -> bytes:
+        """`list_models()` rendered as JSON from the pre-rendered registry view entries."""
+        counts = await self.registry.connection_counts()
+        records = sorted(await self.registry.kernel_summaries(), key=_started)
+        return b"[" + b",".join(r.model_json(counts.get(r.id, 0)) for r in records) + b"]"
 
     async def get(self, kernel_id: str) -> KernelRecord:
         record = await self.registry.get_kernel(kernel_id)
@@ -87,6 +98,9 @@ class Kernels:
             workers = await self.registry.live_workers()
             spec = kernelspecs.union(workers).get(command.kernel_name)
             authorize(self.settings, spec, command.username)  # before placement, as EG
+            if self.drains is not None:
+                drained = await drained_workers(self.drains)
+                workers = [w for w in workers if w.worker_id not in drained]
             # No await between choosing and counting the start: a burst sees every earlier one.
             worker = self.placements.choose(workers, command.kernel_name)
             timeout = command.launch_timeout + _REPLY_PAD
@@ -207,5 +221,5 @@ class Kernels:
             ) from exc
 
 
-def _started(record: KernelRecord) -> Any:
+def _started(record: KernelSummary) -> Any:
     return record.started_at

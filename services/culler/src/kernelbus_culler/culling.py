@@ -31,7 +31,7 @@ from kernelbus_culler.policy import (
     spec_timeouts,
 )
 from kernelbus_culler.settings import CullerSettings
-from kernelbus_culler.view import KernelView, merge
+from kernelbus_culler.view import KernelView, Listed, merge
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Culler:
 
     async def refresh(self) -> None:
         """Rebuild the view from the registry (records, connection counts, live workers)."""
-        records = await self.registry.list_kernels()
+        records: list[Listed] = list(await self.registry.kernel_summaries())
         self.view.refresh(records, await self._connection_counts())
         self.live = await self.registry.live_workers()
 

@@ -29,8 +29,9 @@ async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
         settings, name=settings.culler_id, role="culler", connectivity=connectivity
     )
     js = nc.jetstream()
-    await bus.ensure_infrastructure(js)
+    await bus.ensure_infrastructure(js, settings.nats_replicas)
     registry = await Registry.open(js)
+    await registry.start_view(nc)
     leases = Leases(await js.key_value(subjects.CULL_BUCKET), settings.culler_id)
     publisher = await EventPublisher.open(js, settings.culler_id)
     culler = Culler(settings, nc, registry, leases, publisher)
@@ -56,6 +57,7 @@ async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
         await publisher.close()
+        await registry.close_view()
         await bus.close(nc)
 
 

@@ -11,8 +11,12 @@ from datetime import datetime
 from typing import Any, cast
 
 from kernelbus.models import ExecutionState, KernelRecord
+from kernelbus.registryview import KernelSummary
 from kernelbus.timefmt import parse_timestamp
 from kernelbus_culler.policy import KernelSnapshot
+
+Listed = KernelRecord | KernelSummary
+"""A registry record as read directly, or as the watch-fed view keeps it."""
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,11 @@ class Activity:
 
 @dataclass
 class KernelView:
-    records: dict[str, KernelRecord] = field(default_factory=dict)
+    records: dict[str, Listed] = field(default_factory=dict)
     connections: dict[str, int] | None = None
     activity: dict[str, Activity] = field(default_factory=dict)
 
-    def refresh(self, records: list[KernelRecord], connections: dict[str, int] | None) -> None:
+    def refresh(self, records: list[Listed], connections: dict[str, int] | None) -> None:
         """Replace the registry part; forget activity of kernels that are gone."""
         self.records = {record.id: record for record in records}
         self.connections = connections
@@ -58,9 +62,7 @@ class KernelView:
         return merge(record, self.activity.get(kernel_id), count)
 
 
-def merge(
-    record: KernelRecord, activity: Activity | None, connections: int | None
-) -> KernelSnapshot:
+def merge(record: Listed, activity: Activity | None, connections: int | None) -> KernelSnapshot:
     """The freshest facts about a kernel: an event newer than the record wins.
 
     A record that says `dead` always wins: the worker-loss path marks records dead without
@@ -72,7 +74,7 @@ def merge(
     return KernelSnapshot(record.id, record.name, state, last, connections)
 
 
-def _newer(activity: Activity, record: KernelRecord) -> bool:
+def _newer(activity: Activity, record: Listed) -> bool:
     if record.execution_state == "dead":
         return False
     return activity.last_activity >= record.last_activity

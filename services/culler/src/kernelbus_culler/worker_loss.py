@@ -13,8 +13,8 @@ from nats.aio.client import Client
 
 from kernelbus import events, subjects
 from kernelbus.framing import message_frame
-from kernelbus.models import KernelRecord
 from kernelbus.registry import Registry
+from kernelbus.registryview import KernelSummary
 from kernelbus_culler.culling import Emitter
 from kernelbus_culler.leases import Leases
 from kernelbus_culler.workers import LostWorker, WorkerTracker
@@ -33,7 +33,7 @@ class WorkerLossHandler:
 
     async def check(self) -> list[str]:
         """One look for lost workers; returns the ids handled."""
-        records = await self.registry.list_kernels()
+        records = await self.registry.kernel_summaries()
         owners = {r.worker_id for r in records if r.execution_state != "dead"}
         lost = self.tracker.check(await self.registry.live_workers(), owners)
         for worker in lost:
@@ -41,7 +41,7 @@ class WorkerLossHandler:
             self.tracker.forget(worker.worker_id)
         return [w.worker_id for w in lost]
 
-    async def handle(self, worker: LostWorker, records: list[KernelRecord]) -> None:
+    async def handle(self, worker: LostWorker, records: list[KernelSummary]) -> None:
         alive = [r for r in records if r.execution_state != "dead"]
         log.warning(
             "worker %s lost (heartbeat expired without a clean stop); %d kernels affected",

@@ -29,7 +29,7 @@ def create_app(settings: EventsSettings) -> FastAPI:
             settings, name=f"kernelbus-events-{settings.consumer}", role="events"
         )
         js = nc.jetstream()
-        await bus.ensure_infrastructure(js)
+        await bus.ensure_infrastructure(js, settings.nats_replicas)
         tail = Tail()
         counters = EventsMetrics(tail_subscribers=lambda: float(len(tail)))
         consumer = EventConsumer(js, settings, store, registry, tail, counters)

@@ -33,6 +33,8 @@ class KernelFactory:
         self.catalog = catalog
         self.outbox = outbox
         self.context = zmq.asyncio.Context()
+        # Four sockets per kernel: the default ceiling (1023) would stop a worker at ~250.
+        self.context.set(zmq.MAX_SOCKETS, 100_000)
         self.keeper: KeeperClient | None = None
         if settings.iopub_keeper and settings.runtime_dir:
             self.keeper = KeeperClient(

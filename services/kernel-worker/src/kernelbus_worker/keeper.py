@@ -106,6 +106,7 @@ class Keeper:
         self.max_bytes = max_bytes
         self.idle = idle
         self.context = zmq.asyncio.Context()
+        self.context.set(zmq.MAX_SOCKETS, 100_000)  # one SUB per kernel (default ceiling 1023)
         self.kernels: dict[str, Watched] = {}
         self.stopped = asyncio.Event()
         self._empty_since = time.monotonic()

@@ -39,6 +39,8 @@ class KeeperClient:
         self._lock = asyncio.Lock()
         self._spawned: subprocess.Popen[bytes] | None = None
         self._stopped = False
+        self.connections = 0
+        """Connections made so far (a new one may be to a new keeper that knows nothing)."""
 
     @property
     def socket_path(self) -> str:
@@ -56,6 +58,7 @@ class KeeperClient:
             return self._stream
         try:
             self._stream = await asyncio.open_unix_connection(self.socket_path)
+            self.connections += 1
             return self._stream
         except OSError as exc:
             if not spawn:
@@ -66,6 +69,7 @@ class KeeperClient:
         while True:
             try:
                 self._stream = await asyncio.open_unix_connection(self.socket_path)
+                self.connections += 1
                 return self._stream
             except OSError as exc:
                 if loop.time() > deadline:

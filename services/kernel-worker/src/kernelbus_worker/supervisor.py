@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -30,6 +31,8 @@ from kernelbus_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
+SIM_PROVISIONER = "kernelbus-sim-provisioner"
+
 KernelHook = Callable[[ManagedKernel], Awaitable[None]]
 
 
@@ -53,6 +56,8 @@ class Supervisor:
         self._starting: dict[str, asyncio.Task[KernelRecord]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._keeper_syncs: set[asyncio.Task[None]] = set()
+        self._keeper_told: dict[str, tuple[int | None, str | None, str]] = {}
+        self._keeper_connection = 0
         self.factory = KernelFactory(settings, catalog, outbox)
         self.notices = KernelNotices(publisher, settings.id)
         self.restarter = Restarter(settings, self.factory, registry, self.notices)
@@ -114,7 +119,13 @@ class Supervisor:
                 self._starting.pop(command.kernel_id, None)
                 raise
         self._starting.pop(command.kernel_id, None)
-        await self._register(kernel)
+        try:
+            await self._register(kernel)
+        except BaseException:
+            # Not in the registry (e.g. no JetStream leader for a moment): the client is told
+            # the start failed, so the kernel must not linger unlisted, holding capacity.
+            await self._unregister(kernel)
+            raise
         await self.notices.action("start", kernel)
         kernel.log.info("kernel started from %s (%s)", source, command.kernel_name)
         return kernel.record
@@ -149,16 +160,29 @@ class Supervisor:
                 await self.factory.outbox.nc.flush(timeout=2)
             except Exception:
                 acked = {}  # not known to be delivered: the keeper keeps the previous ack
-        entries = {
-            k.id: {"info": k.record.connection_info, "pid": k.record.pid, "acked": acked.get(k.id)}
-            for k in kernels
-        }
+        if keeper.connections != self._keeper_connection:  # a new keeper: tell it everything
+            self._keeper_connection = keeper.connections
+            self._keeper_told.clear()
+        entries = {}
+        for k in kernels:  # only what changed since the keeper was last told
+            told = (k.record.pid, acked.get(k.id), json.dumps(k.record.connection_info))
+            if self._keeper_told.get(k.id) != told:
+                entries[k.id] = {
+                    "info": k.record.connection_info,
+                    "pid": k.record.pid,
+                    "acked": acked.get(k.id),
+                }
+                self._keeper_told[k.id] = told
+        if not entries:
+            return
         try:
             await keeper.sync(entries)
         except Exception as exc:
+            self._keeper_told.clear()
             log.warning("iopub keeper: %s", exc, extra={"worker_id": self.settings.id})
 
     async def _keeper_forget(self, kernel_id: str) -> None:
+        self._keeper_told.pop(kernel_id, None)
         if self.factory.keeper is None:
             return
         try:
@@ -174,6 +198,16 @@ class Supervisor:
             await self.factory.keeper.stop()
         except Exception as exc:
             log.warning("iopub keeper: %s", exc, extra={"worker_id": self.settings.id})
+
+    async def _unregister(self, kernel: ManagedKernel) -> None:
+        watcher = self._watchers.pop(kernel.id, None)
+        if watcher is not None:
+            watcher.cancel()
+        if self.kernels.get(kernel.id) is kernel:
+            self.kernels.pop(kernel.id, None)
+            with contextlib.suppress(Exception):
+                await self.on_removed(kernel)
+        await self.factory.discard(kernel)
 
     async def refill_pool(self) -> None:
         await self.pool.refill()
@@ -311,4 +345,11 @@ class Supervisor:
 
 
 def _watchable(kernel: ManagedKernel) -> bool:
-    return bool(kernel.record.connection_info) and kernel.record.execution_state != "dead"
+    """A live kernel a successor could re-adopt (not a simulated one: its host process ends
+    with the worker)."""
+    provisioner = kernel.record.provisioner_info.get("provisioner_name")
+    return (
+        bool(kernel.record.connection_info)
+        and kernel.record.execution_state != "dead"
+        and provisioner != SIM_PROVISIONER
+    )

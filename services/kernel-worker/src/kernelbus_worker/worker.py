@@ -35,7 +35,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         settings, name=f"worker-{settings.id}", role="worker", connectivity=connectivity
     )
     js = nc.jetstream()
-    await bus.ensure_infrastructure(js)
+    await bus.ensure_infrastructure(js, settings.nats_replicas)
     registry = await Registry.open(js)
     publisher = await EventPublisher.open(js, source=f"kernel-worker/{settings.id}")
     catalog = Catalog.create(settings.kernelspec_names)

@@ -30,7 +30,8 @@ async def list_kernels(kernels: KernelManager, settings: Settings) -> Any:
     """Every running kernel, across all workers; 403 when listing is turned off."""
     if not settings.list_kernels:
         return error_response(403, "Forbidden")
-    return await kernels.list_models()
+    # Pre-rendered: validating and encoding 10,000 models per request cost ~100 ms.
+    return Response(await kernels.list_json(), media_type="application/json")
 
 
 @router.post(
