@@ -117,8 +117,7 @@ async def test_any_one_process_can_die(
 async def events_stored_exactly_once(run: EmbeddedRun) -> list[str]:
     """Every event in the stream is in the sink once, including one `service_restarted` per
     killed process."""
-    nats_url = f"nats://127.0.0.1:{run.nats_port}"
-    streamed = await stream_event_ids(nats_url)
+    streamed = await stream_event_ids(run)
     deadline = asyncio.get_running_loop().time() + 60
     while True:
         stored = [e["id"] for e in await sink_events(run)]

@@ -116,7 +116,25 @@ def kernels_under(directory: Path) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         cmdline = _cmdline(int(entry.name))
-        if marker in cmdline and "kernel-" in cmdline:
+        if marker in cmdline and "kernel-" in cmdline and KEEPER_MODULE not in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+KEEPER_MODULE = "kernelbus_worker.keeper"
+"""The iopub keeper a worker runs per runtime dir (`-m kernelbus_worker.keeper <dir>`)."""
+
+
+def keepers_under(directory: Path) -> list[int]:
+    """Pids of the iopub keepers serving `directory` (they outlive a crashed worker, as its
+    kernels do, and stop by themselves a while after the last kernel there)."""
+    marker = str(directory)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        cmdline = _cmdline(int(entry.name))
+        if KEEPER_MODULE in cmdline and marker in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -140,11 +158,17 @@ def kill_orphaned_kernels(directory: Path, include_adopted: bool = False) -> lis
 
     Kernels outlive a crashed worker on purpose (a successor adopts them); whoever ran that
     worker — a test, the embedded launcher — cleans up the ones nobody adopted. With
-    `include_adopted`, every kernel under `directory` goes.
+    `include_adopted`, every kernel under `directory` goes. The iopub keepers of `directory`
+    go too once no kernel is left there.
     """
     killed = []
     for pid in kernels_under(directory):
         if include_adopted or _orphaned(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    if include_adopted or not kernels_under(directory):
+        for pid in keepers_under(directory):  # nothing left to keep output of
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)

@@ -7,6 +7,7 @@ with the same worker id finds them in the registry, restores the provisioner fro
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -18,6 +19,7 @@ from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from kernelbus.messages import StartKernel
 from kernelbus.models import KernelRecord
 from kernelbus_worker.factory import KernelFactory
+from kernelbus_worker.keeperclient import KeeperClient, KeeperUnavailable
 from kernelbus_worker.kernel import ManagedKernel
 
 
@@ -110,6 +112,24 @@ async def restore_manager(km: AsyncKernelManager, record: KernelRecord) -> None:
     km.provisioner = provisioner
 
 
+async def backfill(kernel: ManagedKernel, keeper: KeeperClient) -> None:
+    """Deliver what the kernel published while no worker was connected, from the keeper's
+    window (ADR 0015), before the live output held since this bridge connected; once the
+    first live message proved the subscription connected (wait_ready proves it too)."""
+    await kernel.iopub_live.wait()
+    try:
+        earlier = await asyncio.wait_for(keeper.fetch(kernel.id), 10)
+    except (KeeperUnavailable, TimeoutError) as exc:
+        kernel.log.warning("no output from the iopub keeper (%s): the gap is lost", exc)
+        earlier = []
+    delivered = await kernel.backfill(earlier)
+    kernel.log.info(
+        "delivered %d iopub messages the keeper kept (of %d after the last acked)",
+        delivered,
+        len(earlier),
+    )
+
+
 async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float) -> ManagedKernel:
     """The running kernel `record` describes, with its bridge reconnected; raises if gone."""
     kernel = factory.new(record)
@@ -127,9 +147,19 @@ async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float)
     kernel.km._launch_args = factory.launch_kwargs(relaunch, kernel)
     kernel.km._attempted_start = True  # so a restart gets a fresh `ready` future
     kernel.open_bridge()
+    filling: asyncio.Task[None] | None = None
+    if factory.keeper is not None:
+        # As soon as our subscription is live (a busy kernel answers kernel_info only when
+        # its cell ends: the gap's output must not wait for that).
+        kernel.hold_iopub_for_backfill()
+        filling = asyncio.get_running_loop().create_task(backfill(kernel, factory.keeper))
     try:
         await kernel.wait_ready(timeout)
+        if filling is not None:
+            await filling
     except BaseException:
+        if filling is not None:
+            filling.cancel()
         kernel.close_bridge()
         raise
     kernel.record.execution_state = kernel.activity.execution_state  # type: ignore[assignment]

@@ -17,6 +17,7 @@ from kernelbus.errors import LaunchFailed, LaunchTimeout
 from kernelbus.messages import StartKernel
 from kernelbus.models import KernelRecord
 from kernelbus_worker.environment import build_kernel_env
+from kernelbus_worker.keeperclient import KeeperClient
 from kernelbus_worker.kernel import ManagedKernel, plain
 from kernelbus_worker.kernelspecs import Catalog
 from kernelbus_worker.outbox import Outbox
@@ -34,6 +35,11 @@ class KernelFactory:
         self.context = zmq.asyncio.Context()
         # Four sockets per kernel: the default ceiling (1023) would stop a worker at ~250.
         self.context.set(zmq.MAX_SOCKETS, 100_000)
+        self.keeper: KeeperClient | None = None
+        if settings.iopub_keeper and settings.runtime_dir:
+            self.keeper = KeeperClient(
+                self._runtime_dir(), settings.iopub_keeper_window, settings.id
+            )
         if settings.kernel_transport == "ipc":
             longest = self._runtime_dir() / f"kernel-{'x' * 36}-ipc-99999"
             if len(str(longest)) > IPC_PATH_MAX:

@@ -84,6 +84,10 @@ class ManagedKernel:
         self._iopub_busy = False  # the pump holds a message it has not published yet
         self._iopub_count = 0
         self._held: list[tuple[bytes, str | None]] | None = None
+        self._backfilling: list[list[bytes]] | None = None
+        self.last_published: str | None = None
+        self.iopub_live = asyncio.Event()
+        """msg_id of the last kernel iopub message published (what the keeper is acked)."""
         self.consecutive_restarts = 0
         """Automatic restarts since the kernel last stayed up `stable_start_time` seconds."""
         self.up_since = 0.0  # monotonic time the last automatic restart made the kernel ready
@@ -111,6 +115,7 @@ class ManagedKernel:
             self._pumps.append(loop.create_task(self._pump_replies(channel)))
 
     def close_bridge(self) -> None:
+        self._backfilling = None
         for task in self._pumps:
             task.cancel()
         self._pumps = []
@@ -123,18 +128,66 @@ class ManagedKernel:
         sockets = self.sockets
         while True:
             parts = await sockets.recv("iopub")
+            if self._backfilling is not None:
+                self._note_probe(parts)
+                self._backfilling.append(parts)
+                self.iopub_live.set()
+                continue
             self._iopub_busy = True
             self._iopub_count += 1
             try:
-                self._observe(parts)
-                frame = pack_v1("iopub", parts)
-                if self.buffer is not None:
-                    self.buffer.add(frame)
-                elif self.connections:
-                    self.recent.add(None, frame)
-                await self._send(None, frame)
+                await self._deliver_iopub(parts)
             finally:
                 self._iopub_busy = False
+
+    async def _deliver_iopub(self, parts: list[bytes]) -> None:
+        """One iopub message from the kernel to its clients (replay buffer, recent, bus)."""
+        self._observe(parts)
+        frame = pack_v1("iopub", parts)
+        if self.buffer is not None:
+            self.buffer.add(frame)
+        elif self.connections:
+            self.recent.add(None, frame)
+        direct = self.hold is None and not self.bus_down  # else held: not published yet
+        await self._send(None, frame)
+        if direct:
+            self.last_published = _msg_id(parts) or self.last_published
+
+    def hold_iopub_for_backfill(self) -> None:
+        """Until `backfill`, live iopub is kept (and only checked for readiness probes): what
+        the iopub keeper kept from before this bridge connected goes out first. `iopub_live`
+        is set at the first live message: from then on nothing published can miss both."""
+        self._backfilling = []
+        self.iopub_live.clear()
+
+    async def backfill(self, earlier: list[list[bytes]]) -> int:
+        """Deliver `earlier` (the keeper's frames, in order) minus what came in live, then the
+        live ones held meanwhile; from then on the pump delivers directly. Returns how many
+        of `earlier` were delivered."""
+        held = self._backfilling or []
+        live = {_msg_id(parts) for parts in held}
+        missed = [parts for parts in earlier if _msg_id(parts) not in live]
+        self._iopub_busy = True
+        try:
+            for parts in missed:
+                await self._deliver_iopub(parts)
+            while self._backfilling:
+                await self._deliver_iopub(self._backfilling.pop(0))
+            self._backfilling = None  # empty: no await since the check, nothing can slip by
+        finally:
+            self._iopub_busy = False
+        return len(missed)
+
+    def _note_probe(self, parts: list[bytes]) -> None:
+        try:
+            header = json.loads(parts[0])
+            parent = json.loads(parts[1]) if len(parts[1]) > 2 else {}
+            state = json.loads(parts[3]).get("execution_state")
+        except (ValueError, AttributeError):
+            return
+        probe = parent.get("msg_id") in self._probes
+        if header.get("msg_type") == "status" and state == "idle" and probe:
+            self._iopub_seen.set()
 
     async def drain_iopub(self, quiet: float = 0.05, limit: float = 2.0) -> None:
         """Until the iopub pump has passed on everything the kernel had sent (no message
@@ -525,6 +578,14 @@ class ManagedKernel:
             pack(msg["metadata"]),
             pack(msg["content"]),
         ]
+
+
+def _msg_id(parts: list[bytes]) -> str:
+    try:
+        header = json.loads(parts[0])
+    except ValueError:
+        return ""
+    return str(header.get("msg_id", "")) if isinstance(header, dict) else ""
 
 
 def _msg_type(parts: list[bytes]) -> str:

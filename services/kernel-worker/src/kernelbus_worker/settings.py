@@ -133,6 +133,18 @@ class WorkerSettings(BusSettings):
         "is this host's workers' own: a starting worker reaps the kernels left there that "
         "nobody will adopt.",
     )
+    iopub_keeper: bool = Field(
+        default=True,
+        description="With a `runtime_dir`: run an iopub keeper there, a process that outlives "
+        "a crashed worker as kernels do and keeps their recent output, so a successor "
+        "delivers what the kernels printed while no worker was connected (ADR 0015).",
+    )
+    iopub_keeper_window: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds of each kernel's iopub the keeper keeps (64 MiB at most).",
+    )
     metrics_port: int = Field(
         default=0, ge=0, le=65535, description="Port of /metrics and /health/live; 0 = off."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -29,6 +30,8 @@ from kernelbus_worker.restarter import Restarter
 from kernelbus_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+SIM_PROVISIONER = "kernelbus-sim-provisioner"
 
 KernelHook = Callable[[ManagedKernel], Awaitable[None]]
 
@@ -55,6 +58,9 @@ class Supervisor:
         """Set when a start ends (either way): the next heartbeat goes out at once, so that
         placement does not see a finished or failed start as still running."""
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._keeper_syncs: set[asyncio.Task[None]] = set()
+        self._keeper_told: dict[str, tuple[int | None, str | None, str]] = {}
+        self._keeper_connection = 0
         self.factory = KernelFactory(settings, catalog, outbox)
         self.notices = KernelNotices(publisher, settings.id)
         self.restarter = Restarter(settings, self.factory, registry, self.notices)
@@ -135,9 +141,67 @@ class Supervisor:
         await self.on_added(kernel)
         await self.registry.put_kernel(kernel.record)
         kernel.dirty = False
+        # In the background: the first one may start the keeper, not to be waited for here.
+        syncing = asyncio.get_running_loop().create_task(self.sync_keeper(flush=False))
+        self._keeper_syncs.add(syncing)
+        syncing.add_done_callback(self._keeper_syncs.discard)
         kid = kernel.id
         watch = self.restarter.watch(kernel, managed=lambda: self.kernels.get(kid) is kernel)
         self._watchers[kid] = asyncio.get_running_loop().create_task(watch)
+
+    # --- iopub keeper (ADR 0015) ------------------------------------------------------------
+
+    async def sync_keeper(self, flush: bool = True) -> None:
+        """Tell the keeper which kernels to watch and, once NATS confirmed it has everything
+        published so far (`flush`), the last iopub message delivered of each."""
+        keeper = self.factory.keeper
+        if keeper is None:
+            return
+        kernels = [k for k in self.kernels.values() if _watchable(k)]
+        acked = {k.id: k.last_published for k in kernels}
+        if flush:
+            try:
+                await self.factory.outbox.nc.flush(timeout=2)
+            except Exception:
+                acked = {}  # not known to be delivered: the keeper keeps the previous ack
+        if keeper.connections != self._keeper_connection:  # a new keeper: tell it everything
+            self._keeper_connection = keeper.connections
+            self._keeper_told.clear()
+        entries = {}
+        for k in kernels:  # only what changed since the keeper was last told
+            told = (k.record.pid, acked.get(k.id), json.dumps(k.record.connection_info))
+            if self._keeper_told.get(k.id) != told:
+                entries[k.id] = {
+                    "info": k.record.connection_info,
+                    "pid": k.record.pid,
+                    "acked": acked.get(k.id),
+                }
+                self._keeper_told[k.id] = told
+        if not entries:
+            return
+        try:
+            await keeper.sync(entries)
+        except Exception as exc:
+            self._keeper_told.clear()
+            log.warning("iopub keeper: %s", exc, extra={"worker_id": self.settings.id})
+
+    async def _keeper_forget(self, kernel_id: str) -> None:
+        self._keeper_told.pop(kernel_id, None)
+        if self.factory.keeper is None:
+            return
+        try:
+            await self.factory.keeper.forget(kernel_id)
+        except Exception as exc:
+            log.warning("iopub keeper: %s", exc, extra={"worker_id": self.settings.id})
+
+    async def stop_keeper(self) -> None:
+        """This worker shut its kernels down: the keeper has nothing left to keep."""
+        if self.factory.keeper is None:
+            return
+        try:
+            await self.factory.keeper.stop()
+        except Exception as exc:
+            log.warning("iopub keeper: %s", exc, extra={"worker_id": self.settings.id})
 
     async def _unregister(self, kernel: ManagedKernel) -> None:
         watcher = self._watchers.pop(kernel.id, None)
@@ -231,6 +295,7 @@ class Supervisor:
         await kernel.publish_status("dead")
         kernel.close_bridge()
         self.kernels.pop(kernel_id, None)
+        await self._keeper_forget(kernel_id)
         await self.on_removed(kernel)
         await self.registry.delete_kernel(kernel_id)
         await self.notices.action("shutdown", kernel)
@@ -281,3 +346,14 @@ class Supervisor:
                 kernel.dirty = True  # e.g. NATS down: written on a later pass, not forgotten
                 raise
             await self.notices.activity(kernel)
+
+
+def _watchable(kernel: ManagedKernel) -> bool:
+    """A live kernel a successor could re-adopt (not a simulated one: its host process ends
+    with the worker)."""
+    provisioner = kernel.record.provisioner_info.get("provisioner_name")
+    return (
+        bool(kernel.record.connection_info)
+        and kernel.record.execution_state != "dead"
+        and provisioner != SIM_PROVISIONER
+    )

@@ -25,6 +25,9 @@ from kernelbus_worker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
+KEEPER_SYNC_INTERVAL = 0.5
+"""Seconds between acks to the iopub keeper (what a successor re-sends after a crash)."""
+
 
 async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
     stop = stop or _stop_on_signals()
@@ -86,6 +89,11 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         ),
         asyncio.create_task(_every(settings.heartbeat_interval, supervisor.refill_pool)),
         asyncio.create_task(_every(settings.api_check_interval, liveness.check)),
+        asyncio.create_task(
+            _every(
+                KEEPER_SYNC_INTERVAL, supervisor.sync_keeper, when=lambda: bool(supervisor.kernels)
+            )
+        ),
     ]
     try:
         await stop.wait()
@@ -95,6 +103,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         kernel_ids = list(supervisor.kernels)
         if settings.shutdown_kernels_on_exit:
             await supervisor.shutdown_all()
+            await supervisor.stop_keeper()
         for task in loops:
             task.cancel()
         await registry.remove_worker(settings.id)

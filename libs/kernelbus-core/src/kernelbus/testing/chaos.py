@@ -292,13 +292,23 @@ async def chaos_phase(
     return phase
 
 
-async def stream_event_ids(nats_url: str, stream: str = "KERNELBUS_EVENTS") -> list[str]:
-    """The `Kb-Event-Id` of every message in the event stream, in stream order."""
+async def stream_event_ids(run: EmbeddedRun, stream: str = "KERNELBUS_EVENTS") -> list[str]:
+    """The `Kb-Event-Id` of every message in the event stream, in stream order (read as the
+    launcher's NATS user: the embedded bus has no anonymous access, kernelbus.natsauth)."""
+    import json
+
     import nats
 
     from kernelbus.events import EVENT_ID_HEADER
 
-    nc = await nats.connect(nats_url, connect_timeout=5)
+    passwords = json.loads((run.data_dir / "nats" / "credentials.json").read_text())
+    nc = await nats.connect(
+        f"nats://127.0.0.1:{run.nats_port}",
+        connect_timeout=5,
+        user="launcher",
+        password=passwords["launcher"],
+        inbox_prefix="_INBOX_launcher",
+    )
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)
