@@ -1,4 +1,4 @@
-"""The iopub keeper (ADR 0015): a worker SIGKILLed while its kernel prints loses none of that
+"""The iopub keeper (ADR 0014): a worker SIGKILLed while its kernel prints loses none of that
 output; the successor with its id re-adopts the kernel and delivers, in order, what the kernel
 printed while no worker was connected (kept by the keeper), then the live output."""
 

@@ -1,4 +1,4 @@
-"""The iopub keeper's ring (ADR 0015): what a successor fetches after a worker crash."""
+"""The iopub keeper's ring (ADR 0014): what a successor fetches after a worker crash."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The suite runs in random order and says how to replay it (README, ADR 0009)."""
+"""Asked to, the suite runs in random order and says how to replay it (README, ADR 0009)."""
 
 from __future__ import annotations
 

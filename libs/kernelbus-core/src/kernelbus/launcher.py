@@ -3,7 +3,7 @@ and every service as a local child process; api on 127.0.0.1:$KERNELBUS_PORT.
 
 A process that exits unasked is restarted (same settings: a worker keeps its id and re-adopts
 its kernels; nats-server keeps its port and store), counted at the launcher's /metrics and
-announced as a `service_restarted` event. Only a crash loop stops everything (ADR 0010).
+announced as a `service_restarted` event. Only a crash loop stops everything (ADR 0012).
 
 Ctrl-C (or SIGTERM) stops the api first, then the culler, the events service and the worker
 (which shuts its kernels down over a live bus), then NATS: nothing is left behind.

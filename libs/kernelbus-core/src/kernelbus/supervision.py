@@ -1,5 +1,5 @@
 """Keeping the embedded deployment's processes running: a process that exits unasked is
-restarted after a back-off, unless it is crash-looping (ADR 0010).
+restarted after a back-off, unless it is crash-looping (ADR 0012).
 
 `RestartPolicy` is the pure decision (when to restart, when to give up); `Supervisor` polls the
 children, restarts them and reports each restart; the children themselves (a service, the

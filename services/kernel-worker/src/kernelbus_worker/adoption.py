@@ -114,7 +114,7 @@ async def restore_manager(km: AsyncKernelManager, record: KernelRecord) -> None:
 
 async def backfill(kernel: ManagedKernel, keeper: KeeperClient) -> None:
     """Deliver what the kernel published while no worker was connected, from the keeper's
-    window (ADR 0015), before the live output held since this bridge connected; once the
+    window (ADR 0014), before the live output held since this bridge connected; once the
     first live message proved the subscription connected (wait_ready proves it too)."""
     await kernel.iopub_live.wait()
     try:

@@ -1,5 +1,5 @@
 """The iopub keeper: a small process per worker runtime dir that outlives a crashed worker, as
-its kernels do, and keeps the last seconds of each kernel's iopub (ADR 0015).
+its kernels do, and keeps the last seconds of each kernel's iopub (ADR 0014).
 
 ipykernel publishes iopub on a PUB socket, which drops every message while no subscriber is
 connected: without the keeper, what a kernel prints between its worker's death and the

@@ -1,4 +1,4 @@
-"""The worker's side of the iopub keeper (`kernelbus_worker.keeper`, ADR 0015): start it
+"""The worker's side of the iopub keeper (`kernelbus_worker.keeper`, ADR 0014): start it
 detached if none answers in the runtime dir, tell it which kernels to watch and what was
 delivered, and fetch what a crashed predecessor did not deliver."""
 

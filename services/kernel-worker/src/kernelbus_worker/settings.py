@@ -137,7 +137,7 @@ class WorkerSettings(BusSettings):
         default=True,
         description="With a `runtime_dir`: run an iopub keeper there, a process that outlives "
         "a crashed worker as kernels do and keeps their recent output, so a successor "
-        "delivers what the kernels printed while no worker was connected (ADR 0015).",
+        "delivers what the kernels printed while no worker was connected (ADR 0014).",
     )
     iopub_keeper_window: float = Field(
         default=60.0,

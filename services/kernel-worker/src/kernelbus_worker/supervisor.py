@@ -149,7 +149,7 @@ class Supervisor:
         watch = self.restarter.watch(kernel, managed=lambda: self.kernels.get(kid) is kernel)
         self._watchers[kid] = asyncio.get_running_loop().create_task(watch)
 
-    # --- iopub keeper (ADR 0015) ------------------------------------------------------------
+    # --- iopub keeper (ADR 0014) ------------------------------------------------------------
 
     async def sync_keeper(self, flush: bool = True) -> None:
         """Tell the keeper which kernels to watch and, once NATS confirmed it has everything

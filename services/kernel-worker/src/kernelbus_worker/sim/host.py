@@ -1,6 +1,6 @@
 """`python -m kernelbus_worker.sim.host`: one process hosting many simulated Jupyter kernels.
 
-For tests and benchmarks only (docs/decisions/0014-scale.md): each simulated kernel
+For tests and benchmarks only (docs/decisions/0013-scale.md): each simulated kernel
 binds the five Jupyter sockets (shell, control, stdin ROUTERs, iopub PUB, heartbeat REP) on
 ipc:// paths, signs its messages with its connection key, and answers kernel_info, execute
 (integer arithmetic is evaluated, any other code is echoed on stdout), is_complete,
