@@ -6,6 +6,7 @@ and the websocket carry on (recovery times printed, recorded in bench/RESULTS.md
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -109,7 +110,14 @@ async def test_three_nodes_two_workers_survive_a_node_kill(
     assert nats_urls is not None and len(nats_urls.group(1).split(",")) == 3
     headers = {"Authorization": f"token {token}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
-        nc = await nats.connect(servers=nats_urls.group(1).split(","))
+        # The embedded bus has no anonymous access: read the registry as the api does.
+        passwords = json.loads((out.parent / "data" / "nats" / "credentials.json").read_text())
+        nc = await nats.connect(
+            servers=nats_urls.group(1).split(","),
+            user="api",
+            password=passwords["api"],
+            inbox_prefix="_INBOX_api",
+        )
         try:
             registry = await Registry.open(nc.jetstream())
 
