@@ -228,11 +228,31 @@ async def kernel(gateway: Gateway) -> AsyncIterator[str]:
             await client.delete(f"/api/kernels/{kernel_id}")
 
 
+async def _until_kernel_info(channels: Channels, tries: int = 12, every: float = 5.0) -> None:
+    """What JupyterLab does on connecting: kernel_info_request until a reply arrives (resent,
+    as jupyter_server's own nudge resends it, in case the first one is sent before the relay's
+    upstream websocket is through)."""
+    for _ in range(tries):
+        msg_id = await channels.send("kernel_info_request", {})
+        deadline = asyncio.get_running_loop().time() + every
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                frame = await asyncio.wait_for(channels.ws.recv(), left)
+            except TimeoutError:
+                break
+            msg = json.loads(frame)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"].endswith("reply"):
+                return
+    raise AssertionError(f"no kernel_info_reply in {tries * every:.0f} s\n{channels.logs()}")
+
+
 @pytest.fixture
 async def channels(gateway: Gateway, kernel: str) -> AsyncIterator[Channels]:
     ws = await _open_channels(gateway, kernel)
     try:
-        yield Channels(ws, gateway.logs)
+        opened = Channels(ws, gateway.logs)
+        await _until_kernel_info(opened)
+        yield opened
     finally:
         await ws.close()
 
