@@ -4,6 +4,7 @@ KernelRestarter): a kernel that crashes again and again, and clients that reconn
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Callable
 
@@ -22,7 +23,17 @@ from websockets.exceptions import InvalidStatus
 from kernelbus.processes import wait_for
 from kernelbus.testing.plugin import ApiProcess, Services
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    # Passes alone and in most full runs; in one clean-clone CI run the restart count never
+    # reset within 60 s. Cause not found yet (issue 16's note): not run under CI=true until it is.
+    pytest.mark.skipif(
+        os.environ.get("CI") == "true",
+        reason="intermittent in CI: the restart-count reset was not seen within 60 s once",
+    ),
+]
 
 # KERNELBUS_WORKER_STABLE_START_TIME in this test: long enough that two crashes in a row are
 # never STABLE seconds apart, even when a loaded machine makes each restart take seconds.

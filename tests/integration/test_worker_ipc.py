@@ -84,15 +84,18 @@ def test_ipc_kernels_run_restart_and_are_readopted(
         created = http.post("/api/kernels", json={"name": "python3"})
         assert created.status_code == 201, created.text
         kid = created.json()["id"]
-        info: dict[str, Any] = json.loads((short_runtime / f"kernel-{kid}.json").read_text())
+        pid = int(asyncio.run(_run(api, kid, "import os; print(os.getpid())")))
+        # A warm-pool kernel keeps the connection file named after its pool id: take the one
+        # the kernel process was started with.
+        connection_file = _connection_file_of(pid)
+        assert connection_file.parent == short_runtime
+        info: dict[str, Any] = json.loads(connection_file.read_text())
         assert info["transport"] == "ipc"
-        connection_file = short_runtime / f"kernel-{kid}.json"
         assert stat.S_IMODE(connection_file.stat().st_mode) == 0o600  # the HMAC key
         sockets = [Path(f"{info['ip']}-{info[f'{c}_port']}") for c in ("shell", "iopub")]
         for path in sockets:
             mode = path.stat().st_mode
             assert stat.S_ISSOCK(mode) and not mode & stat.S_IWOTH, path
-        pid = int(asyncio.run(_run(api, kid, "import os; print(os.getpid())")))
         # No channel on TCP. ipykernel itself still binds one loopback PULL socket for the
         # output of forked subprocesses; it accepts only messages carrying a per-process
         # secret and sends nothing (docs/security.md).
@@ -122,3 +125,8 @@ def test_a_runtime_dir_too_long_for_ipc_is_refused_at_start(services: Services) 
         assert "too long for ipc" in worker.log()
     finally:
         shutil.rmtree(long_dir, ignore_errors=True)
+
+
+def _connection_file_of(pid: int) -> Path:
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return Path(args[args.index("-f") + 1])
