@@ -182,3 +182,18 @@ def _orphaned(pid: int) -> bool:
     except (OSError, ValueError, IndexError):
         return True
     return "kernelbus-worker" not in parent
+
+
+def pid_running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not; one we may not signal is)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"

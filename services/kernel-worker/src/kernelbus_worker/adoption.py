@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
@@ -18,6 +17,7 @@ from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 from kernelbus.messages import StartKernel
 from kernelbus.models import KernelRecord
+from kernelbus.processes import pid_running
 from kernelbus_worker.factory import KernelFactory
 from kernelbus_worker.keeperclient import KeeperClient, KeeperUnavailable
 from kernelbus_worker.kernel import ManagedKernel
@@ -37,7 +37,7 @@ class AdoptedProcess:
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if self.returncode is None and not _running(self.pid):
+        if self.returncode is None and not pid_running(self.pid):
             self.returncode = -1
         return self.returncode
 
@@ -54,20 +54,6 @@ class AdoptedProcess:
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
 
 
 def unadoptable(

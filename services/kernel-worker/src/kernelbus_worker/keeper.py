@@ -38,6 +38,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from kernelbus.processes import pid_running
+
 log = logging.getLogger("kernelbus_worker.keeper")
 
 SOCKET_NAME = "iopub-keeper.sock"
@@ -176,7 +178,7 @@ class Keeper:
         while not self.stopped.is_set():
             await asyncio.sleep(interval)
             for kernel_id, watched in list(self.kernels.items()):
-                if watched.pid is not None and not _running(watched.pid):
+                if watched.pid is not None and not pid_running(watched.pid):
                     log.info("kernel %s (pid %d) is gone", kernel_id, watched.pid)
                     self.kernels.pop(kernel_id).close()
             now = time.monotonic()
@@ -225,20 +227,6 @@ async def write_message(writer: asyncio.StreamWriter, message: dict[str, Any]) -
     data = json.dumps(message).encode()
     writer.write(struct.pack(">I", len(data)) + data)
     await writer.drain()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
 
 
 async def _answering() -> bool:
