@@ -108,8 +108,11 @@ def test_ipc_kernels_run_restart_and_are_readopted(
         assert http.delete(f"/api/kernels/{restarted}").status_code == 204
         first.kill()  # the kernel outlives its worker; a successor adopts it over ipc
         second = services.worker(env)
-        wait_for(lambda: "adopt" in second.log().lower(), 60, "the adoption", second)
-        assert asyncio.run(_run(api, kid, "print(kept)")) == "42\n"
+        wait_for(lambda: _adopted(second.log(), kid), 90, "the adoption", second)
+        try:
+            assert asyncio.run(_run(api, kid, "print(kept)")) == "42\n"
+        except TimeoutError:
+            pytest.fail(f"no output from the adopted kernel; the worker said:\n{second.log()}")
         assert http.delete(f"/api/kernels/{kid}").status_code == 204
 
 
@@ -125,6 +128,12 @@ def test_a_runtime_dir_too_long_for_ipc_is_refused_at_start(services: Services) 
         assert "too long for ipc" in worker.log()
     finally:
         shutil.rmtree(long_dir, ignore_errors=True)
+
+
+def _adopted(log: str, kernel_id: str) -> bool:
+    """True once `kernel_id` was re-adopted; fails at once (with the log) if it could not be."""
+    assert f"could not re-adopt kernel {kernel_id}" not in log, log
+    return any("re-adopted kernel" in line and kernel_id in line for line in log.splitlines())
 
 
 def _connection_file_of(pid: int) -> Path:

@@ -62,6 +62,15 @@ def test_an_adopted_id_with_another_process_is_reaped() -> None:
     assert unadoptable({"k": 99}, {"k": adopted}, "me", cast(Any, managed)) == {"k": 99}
 
 
+def test_a_claimed_pool_kernel_is_known_by_its_pid_not_its_file_name() -> None:
+    # A warm-pool kernel keeps the connection file named after its pool id once claimed.
+    adopted = record("k", "me", pid=10)
+    managed: dict[str, Any] = {"k": SimpleNamespace(record=adopted)}
+    leftovers = {"pool-id": 10, "other-pool-id": 13, "unclaimed": 11}
+    records = {"k": adopted, "o": record("o", "other", pid=13)}
+    assert unadoptable(leftovers, records, "me", cast(Any, managed)) == {"unclaimed": 11}
+
+
 @pytest.mark.integration
 async def test_repeated_worker_crashes_leave_no_orphans(services: Services, nc: Client) -> None:
     wid = f"w-{uuid.uuid4().hex[:8]}"

@@ -64,10 +64,18 @@ def unadoptable(
 ) -> dict[str, int]:
     """Which of the kernel processes a previous worker left on this host (kernel id → pid)
     nobody will adopt: not re-adopted by this worker (`managed`, not dead, same pid), and not
-    a live kernel of another worker id, which may still come back for it. Warm-pool kernels
-    (never in the registry) and kernels whose record is gone or dead are among them."""
+    a live kernel of another worker id, which may still come back for it. Unclaimed warm-pool
+    kernels (never in the registry) and kernels whose record is gone or dead are among them."""
+    # A claimed warm-pool kernel keeps the connection file named after its pool id, so a
+    # process is also recognised by its pid (same host: the runtime dir is this host's).
+    kept_pids = {k.record.pid for k in managed.values() if _live(k.record) and k.record.pid}
+    kept_pids |= {
+        r.pid for r in records.values() if r.worker_id != worker_id and _live(r) and r.pid
+    }
     reap = {}
     for kernel_id, pid in leftovers.items():
+        if pid in kept_pids:
+            continue  # a live kernel under another id: re-adopted, or another worker's
         kernel = managed.get(kernel_id)
         if kernel is not None and _live(kernel.record) and kernel.record.pid in (None, pid):
             continue  # re-adopted by this worker
