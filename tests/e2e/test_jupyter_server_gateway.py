@@ -23,7 +23,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from kernelbus import natsserver
-from kernelbus.processes import ServiceProcess, spawn, wait_for
+from kernelbus.processes import ServiceProcess, pid_stopped, spawn, wait_for
 from kernelbus.testing.plugin import ApiProcess, Services
 
 pytestmark = pytest.mark.e2e
@@ -334,8 +334,10 @@ async def test_an_execute_sent_at_once_after_nats_stalled_is_answered(
             response = await client.post("/api/kernels", json={"name": "python3"})
         assert response.status_code == 201, response.text
         kernel_id = response.json()["id"]
-        os.kill(fresh_nats.process.pid, signal.SIGSTOP)
+        pid = fresh_nats.process.pid
+        os.kill(pid, signal.SIGSTOP)
         try:
+            wait_for(lambda: pid_stopped(pid), 30, "the stop")
             await asyncio.sleep(STALL)  # the fault injected, not an expectation
         finally:
             os.kill(fresh_nats.process.pid, signal.SIGCONT)

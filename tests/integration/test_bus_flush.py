@@ -13,6 +13,7 @@ import nats.errors
 import pytest
 
 from kernelbus import bus, natsserver
+from kernelbus.processes import pid_stopped, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +24,10 @@ async def test_a_flush_that_times_out_leaves_the_connection_working(
     nc = await nats.connect(fresh_nats.url)
     try:
         sub = await nc.subscribe("flush.test")
-        os.kill(fresh_nats.process.pid, signal.SIGSTOP)  # the server answers nothing
+        pid = fresh_nats.process.pid
+        os.kill(pid, signal.SIGSTOP)  # the server answers nothing
         try:
+            await asyncio.to_thread(wait_for, lambda: pid_stopped(pid), 30, "the stop")
             with pytest.raises(nats.errors.TimeoutError):
                 await bus.flush(nc, timeout=0.5)
             with pytest.raises(TimeoutError):

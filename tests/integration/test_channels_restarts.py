@@ -22,7 +22,7 @@ from channels_support import (
 from websockets.exceptions import InvalidStatus
 
 from kernelbus import natsserver
-from kernelbus.processes import wait_for
+from kernelbus.processes import pid_stopped, wait_for
 from kernelbus.testing.plugin import ApiProcess, Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -145,8 +145,10 @@ async def test_the_watch_outlives_registry_writes_that_time_out(
     await sock.run("pass")
     await sock.send(execute(CRASH))
     await sock.until(_status("restarting"))
-    os.kill(fresh_nats.process.pid, signal.SIGSTOP)
+    pid = fresh_nats.process.pid
+    os.kill(pid, signal.SIGSTOP)
     try:
+        await asyncio.to_thread(wait_for, lambda: pid_stopped(pid), 30, "the stop")
         # Until the worker says a write failed; a worker that does not say so (before the
         # fix) is given FREEZE seconds, well beyond a restart and a write's 5 s timeout.
         deadline = asyncio.get_running_loop().time() + FREEZE
