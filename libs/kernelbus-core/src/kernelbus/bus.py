@@ -291,7 +291,7 @@ _flushes: set[asyncio.Future[None]] = set()
 
 
 async def flush(nc: Client, timeout: float) -> None:
-    """`nc.flush()`, given up after `timeout` (nats TimeoutError) without nats-py's pitfall
+    """`nc.flush()`, given up after `timeout` (`BusTimeout`) without nats-py's pitfall
     (2.16): a flush that times out or is cancelled cancels its PING's future but leaves it
     queued, and the late PONG then raises InvalidStateError in the client's read loop, which
     stops reading for good. Here the round trip finishes in the background instead."""
@@ -300,8 +300,12 @@ async def flush(nc: Client, timeout: float) -> None:
     pending.add_done_callback(_flush_done)
     try:
         await asyncio.wait_for(asyncio.shield(pending), timeout)
-    except TimeoutError:
-        raise nats.errors.FlushTimeoutError from None
+    except TimeoutError as exc:
+        if not nc.is_connected:
+            raise BusUnavailable(UNAVAILABLE) from exc
+        raise BusTimeout(f"NATS did not answer a flush within {timeout:.0f} s") from exc
+    except nats.errors.Error as exc:
+        raise translate(exc, nc.is_connected) from exc
 
 
 def _flush_done(pending: asyncio.Future[None]) -> None:
