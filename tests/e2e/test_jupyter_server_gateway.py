@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,7 +23,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from kernelbus import natsserver
-from kernelbus.processes import ServiceProcess, spawn, wait_for
+from kernelbus.processes import ServiceProcess, pid_stopped, spawn, wait_for
 from kernelbus.testing.plugin import ApiProcess, Services
 
 pytestmark = pytest.mark.e2e
@@ -292,6 +294,65 @@ async def test_stream_result_and_error_through_jupyter_server(channels: Channels
     (error,) = _of_type(failed, "error")
     assert error["content"]["ename"] == "ZeroDivisionError"
     assert _reply(failed)["content"]["status"] == "error"
+
+
+AT_ONCE_ROUNDS = 5
+
+
+async def test_an_execute_sent_at_once_is_answered(gateway: Gateway) -> None:
+    """A client may execute the moment its websocket is open, with no kernel_info first
+    (nothing accepted is lost): on a kernel just started, and on a second connection."""
+    async with gateway.client() as client:
+        for _ in range(AT_ONCE_ROUNDS):
+            response = await client.post("/api/kernels", json={"name": "python3"})
+            assert response.status_code == 201, response.text
+            kernel_id = response.json()["id"]
+            try:
+                for code, shown in (("6 * 7", "42"), ("6 * 8", "48")):
+                    ws = await _open_channels(gateway, kernel_id)
+                    try:
+                        done = await Channels(ws, gateway.logs).run(code)
+                    finally:
+                        await ws.close()
+                    (value,) = _of_type(done, "execute_result")
+                    assert value["content"]["data"]["text/plain"] == shown
+                    assert _reply(done)["content"]["status"] == "ok"
+            finally:
+                await client.delete(f"/api/kernels/{kernel_id}")
+
+
+async def test_an_execute_sent_at_once_after_nats_stalled_is_answered(
+    fresh_nats: natsserver.NatsServer, tmp_path: Path
+) -> None:
+    """NATS stalls for a moment, as on a loaded machine (here: SIGSTOP for longer than the
+    worker's 2 s keeper-sync flush). The late PONG once left the worker's NATS client not
+    reading (nats-py's flush timeout), and the next execute was never answered."""
+    services = Services(tmp_path, fresh_nats.url)
+    try:
+        gateway = _start_gateway(services, tmp_path)
+        async with gateway.client() as client:
+            response = await client.post("/api/kernels", json={"name": "python3"})
+        assert response.status_code == 201, response.text
+        kernel_id = response.json()["id"]
+        pid = fresh_nats.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: pid_stopped(pid), 30, "the stop")
+            await asyncio.sleep(STALL)  # the fault injected, not an expectation
+        finally:
+            os.kill(fresh_nats.process.pid, signal.SIGCONT)
+        ws = await _open_channels(gateway, kernel_id)
+        try:
+            done = await Channels(ws, gateway.logs).run("6 * 7")
+        finally:
+            await ws.close()
+        (value,) = _of_type(done, "execute_result")
+        assert value["content"]["data"]["text/plain"] == "42"
+    finally:
+        services.stop_all()
+
+
+STALL = 4.0
 
 
 async def test_input_request_is_answered_with_input_reply(channels: Channels) -> None:

@@ -283,6 +283,37 @@ async def _ensure_stream(
         await js.stream_info(spec.name)
 
 
+FLUSH_TIMEOUT = 10.0
+"""nats-py's default for a flush."""
+FLUSH_BACKSTOP = 3600.0
+"""Seconds nats-py itself waits for a flush's PONG (a reconnect forgets the PING anyway)."""
+_flushes: set[asyncio.Future[None]] = set()
+
+
+async def flush(nc: Client, timeout: float) -> None:
+    """`nc.flush()`, given up after `timeout` (`BusTimeout`) without nats-py's pitfall
+    (2.16): a flush that times out or is cancelled cancels its PING's future but leaves it
+    queued, and the late PONG then raises InvalidStateError in the client's read loop, which
+    stops reading for good. Here the round trip finishes in the background instead."""
+    pending = asyncio.ensure_future(nc.flush(timeout=FLUSH_BACKSTOP))  # type: ignore[arg-type]
+    _flushes.add(pending)
+    pending.add_done_callback(_flush_done)
+    try:
+        await asyncio.wait_for(asyncio.shield(pending), timeout)
+    except TimeoutError as exc:
+        if not nc.is_connected:
+            raise BusUnavailable(UNAVAILABLE) from exc
+        raise BusTimeout(f"NATS did not answer a flush within {timeout:.0f} s") from exc
+    except nats.errors.Error as exc:
+        raise translate(exc, nc.is_connected) from exc
+
+
+def _flush_done(pending: asyncio.Future[None]) -> None:
+    _flushes.discard(pending)
+    if not pending.cancelled():
+        pending.exception()  # retrieved: a closed connection's flush is nobody's concern
+
+
 @overload
 async def request(nc: Client, subject: str, command: BaseModel, timeout: float) -> KernelReply: ...
 

@@ -197,3 +197,12 @@ def pid_running(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state != "Z"
+
+
+def pid_stopped(pid: int) -> bool:
+    """Whether `pid` is stopped (SIGSTOP takes effect asynchronously: tests that freeze a
+    process wait for this)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False

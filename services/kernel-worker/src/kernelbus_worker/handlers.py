@@ -101,7 +101,7 @@ class Handlers:
                 ),
             ),
         ]
-        await self.nc.flush()
+        await bus.flush(self.nc, bus.FLUSH_TIMEOUT)
 
     async def kernel_removed(self, kernel: ManagedKernel) -> None:
         for sub in self._kernel_subs.pop(kernel.id, []):

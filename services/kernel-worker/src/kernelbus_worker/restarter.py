@@ -37,10 +37,15 @@ class Restarter:
                 alive = await kernel.km.is_alive()
             except Exception:
                 alive = False
-            if not alive and managed():
-                await self._on_death(kernel)
-            elif alive:
-                self._note_stable(kernel)
+            try:
+                if not alive and managed():
+                    await self._on_death(kernel)
+                elif alive:
+                    self._note_stable(kernel)
+            except Exception:
+                # Never end the watch (nothing would restart the kernel or reset its count
+                # again, and a task kept in the supervisor's table dies without a trace).
+                kernel.log.exception("handling the kernel's exit failed; still watching it")
 
     def _note_stable(self, kernel: ManagedKernel) -> None:
         """As jupyter_client's restarter: a kernel that stayed up `stable_start_time` seconds
@@ -80,7 +85,7 @@ class Restarter:
         kernel.record.restarts += 1
         kernel.consecutive_restarts += 1
         await kernel.publish_status("restarting")
-        await self.registry.put_kernel(kernel.record)
+        await self.write_record(kernel)
         try:
             await self.factory.restart(kernel, now=True)
         except Exception as exc:
@@ -91,7 +96,7 @@ class Restarter:
         finally:
             kernel.busy_with_lifecycle = False
         kernel.up_since = time.monotonic()
-        await self.persist(kernel)
+        await self.write_record(kernel)
         await self.notices.action("restart", kernel)
 
     async def persist(self, kernel: ManagedKernel) -> None:
@@ -100,11 +105,24 @@ class Restarter:
         kernel.dirty = False
         await self.registry.put_kernel(kernel.record)
 
+    async def write_record(self, kernel: ManagedKernel) -> None:
+        """`persist`, for the watch: a write that fails (a JetStream timeout on a loaded
+        machine, a NATS outage) is logged and left to the next activity flush (the record
+        stays dirty) instead of ending the watch of the kernel."""
+        try:
+            await self.persist(kernel)
+        except Exception as exc:
+            kernel.dirty = True
+            kernel.log.warning(
+                "could not write the kernel's record (%s: %s); the next flush writes it",
+                type(exc).__name__,
+                exc,
+            )
+
     async def declare_dead(self, kernel: ManagedKernel, reason: str) -> None:
         """Record `dead` with a reason (REST shows it; the culler removes it) and tell clients."""
         kernel.record.execution_state = "dead"
         kernel.record.reason = reason
         await kernel.publish_status("dead")
         kernel.close_bridge()
-        await self.registry.put_kernel(kernel.record)
-        kernel.dirty = False
+        await self.write_record(kernel)

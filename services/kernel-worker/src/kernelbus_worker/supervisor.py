@@ -12,6 +12,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from kernelbus import bus
 from kernelbus.errors import CapacityExceeded, NoSuchKernel, RestartFailed
 from kernelbus.events import EventPublisher
 from kernelbus.messages import StartKernel
@@ -161,7 +162,7 @@ class Supervisor:
         acked = {k.id: k.last_published for k in kernels}
         if flush:
             try:
-                await self.factory.outbox.nc.flush(timeout=2)
+                await bus.flush(self.factory.outbox.nc, timeout=2)
             except Exception:
                 acked = {}  # not known to be delivered: the keeper keeps the previous ack
         if keeper.connections != self._keeper_connection:  # a new keeper: tell it everything

@@ -110,7 +110,7 @@ class Hub:
             )
             await self.feeds.join(conn)
         try:
-            await self.state.nc.flush()
+            await bus.flush(self.state.nc, bus.FLUSH_TIMEOUT)
             reply = await self._attach(conn)
         except BaseException:  # nothing stays subscribed for a connection that never opened
             await self._unsubscribe(conn)
