@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import copy
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from kernelbus.messages import StartKernel
 from kernelbus.models import KernelRecord
 from kernelbus_worker.environment import build_kernel_env
 from kernelbus_worker.keeperclient import KeeperClient
-from kernelbus_worker.kernel import ManagedKernel, plain
+from kernelbus_worker.kernel import KernelExited, ManagedKernel, plain
 from kernelbus_worker.kernelspecs import Catalog
 from kernelbus_worker.outbox import Outbox
 from kernelbus_worker.settings import WorkerSettings
@@ -67,13 +68,38 @@ class KernelFactory:
         kernel.spec_env = spec_env
         return kernel
 
-    async def launch(self, kernel: ManagedKernel, command: StartKernel, timeout: float) -> None:
-        """Start the process and wait until it is ready; on any failure nothing is left."""
+    async def launch(
+        self, kernel: ManagedKernel, command: StartKernel, timeout: float
+    ) -> ManagedKernel:
+        """Start the process and wait until it is ready; on any failure nothing is left.
+
+        A process that exits during start is started once more, as a new kernel with fresh
+        ports (the one returned), within the same `timeout`: jupyter_client picks free ports
+        by binding and releasing them, so another process on the host can take one before the
+        kernel binds it, and the kernel then exits. A kernel that cannot start fails twice."""
+        deadline = time.monotonic() + timeout
+        try:
+            await self._launch_once(kernel, command, timeout)
+        except KernelExited:
+            kernel.log.warning("kernel process exited during start; starting it once more")
+            kernel = self.new(kernel.record)
+            try:
+                await self._launch_once(kernel, command, max(0.0, deadline - time.monotonic()))
+            except KernelExited as exc:
+                raise launch_error(command, exc) from exc
+        return kernel
+
+    async def _launch_once(
+        self, kernel: ManagedKernel, command: StartKernel, timeout: float
+    ) -> None:
         try:
             async with asyncio.timeout(timeout):
                 await kernel.km.start_kernel(**self.launch_kwargs(command, kernel))
                 kernel.open_bridge()
                 await kernel.wait_ready(timeout)
+        except KernelExited:
+            await self.discard(kernel)
+            raise
         except BaseException as exc:
             await self.discard(kernel)
             raise launch_error(command, exc) from exc

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 HELD_FRAMES_LIMIT = 10_000
 
 
+class KernelExited(RuntimeError):
+    """The kernel process exited before it answered kernel_info."""
+
+
 @dataclass(frozen=True)
 class Attached:
     """One open websocket connection of a kernel, as its api replica announced it."""
@@ -429,7 +433,7 @@ class ManagedKernel:
                 self._probes.clear()
                 return
             if not await self.km.is_alive():
-                raise RuntimeError("kernel process exited during start")
+                raise KernelExited("kernel process exited during start")
 
     async def _kernel_info_round(self, wait: float) -> bool:
         assert self.sockets is not None

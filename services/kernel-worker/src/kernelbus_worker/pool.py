@@ -153,5 +153,4 @@ class WarmStarts:
         record = KernelRecord(id=str(uuid.uuid4()), name=name, worker_id=self.factory.settings.id)
         kernel = self.factory.new(record)
         command = StartKernel(kernel_id=record.id, kernel_name=name)
-        await self.factory.launch(kernel, command, self.factory.settings.kernel_info_timeout)
-        return kernel
+        return await self.factory.launch(kernel, command, self.factory.settings.kernel_info_timeout)

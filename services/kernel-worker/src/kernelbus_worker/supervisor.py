@@ -118,7 +118,7 @@ class Supervisor:
                 )
             )
             try:
-                await self.factory.launch(kernel, command, command.launch_timeout)
+                kernel = await self.factory.launch(kernel, command, command.launch_timeout)
             except Exception:
                 # The api reports the failure (kernel_actions error with its HTTP status).
                 self._starting.pop(command.kernel_id, None)
