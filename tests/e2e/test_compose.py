@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,13 @@ class Stack:
     api: str
     events: str
     token: str
+    overlays: list[Path] = field(default_factory=list)
+    """Compose files on top of compose.yaml (added by a test, kept for the later ones)."""
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> str:
         command = ["docker", "compose", "-f", str(ROOT / "deploy" / "compose.yaml")]
+        for overlay in self.overlays:
+            command += ["-f", str(overlay)]
         command += ["--env-file", str(self.env_file), "-p", self.project, *args]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
@@ -116,7 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         f"http://127.0.0.1:{events_port}",
         token,
     )
-    run_env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "KERNELBUS_ENV_FILE": str(env_file)}
+    run_env = _script_env(project, env_file)
     started_engine = None
     try:
         began = time.monotonic()
@@ -137,6 +141,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             print(f"docker compose down -v: {time.monotonic() - began:.1f} s")
         if started_engine is not None:
             _stop_engine(started_engine)
+
+
+def _script_env(project: str, env_file: Path) -> dict[str, str]:
+    return {**os.environ, "COMPOSE_PROJECT_NAME": project, "KERNELBUS_ENV_FILE": str(env_file)}
 
 
 def _engine_answers() -> bool:
@@ -414,6 +422,69 @@ def test_events_are_queryable(stack: Stack, placed: Placed) -> None:
     assert found.status_code == 200, found.text
     text = json.dumps(found.json()["events"])
     assert any(kernel_id in text for kernel_id in placed), "no event about this module's kernels"
+
+
+ENV_IMAGE = "kernelbus-kernel-worker-envs"
+WHERE = (
+    "import sys\n"
+    "try:\n"
+    "    import httpx\n"
+    "    print(sys.executable, 'httpx', httpx.__version__)\n"
+    "except ImportError:\n"
+    "    print(sys.executable, 'no httpx')\n"
+)
+
+
+@pytest.fixture(scope="module")
+def env_kernels(stack: Stack) -> tuple[str, str]:
+    """docs/kernel-environments.md, in compose: a worker image layer with a second virtualenv
+    (deploy/kernel-env.Dockerfile, here with httpx, which the services' /venv lacks) and its
+    kernelspec on JUPYTER_PATH, run through the overlay deploy/compose.kernel-env.yaml; one
+    kernel of that kernelspec and one `python3` kernel."""
+    began = time.monotonic()
+    command = ["bash", str(SCRIPT), "image", ENV_IMAGE, "deploy/kernel-env.Dockerfile"]
+    command += ["PACKAGES=ipykernel httpx", "ENV_NAME=data-science"]
+    built = subprocess.run(
+        command,
+        env=_script_env(stack.project, stack.env_file),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert built.returncode == 0, f"building {ENV_IMAGE} failed:\n{built.stderr[-3000:]}"
+    print(f"kernel-env image built: {time.monotonic() - began:.1f} s")
+    stack.overlays.append(ROOT / "deploy" / "compose.kernel-env.yaml")
+    began = time.monotonic()
+    stack.compose("up", "-d", "--wait", "--no-build", "--scale", "kernel-worker=1")
+
+    def offered() -> bool:
+        specs = rest(stack, "GET", "/api/kernelspecs")
+        return specs.status_code == 200 and "data-science" in specs.json()["kernelspecs"]
+
+    until(offered, 180, "the data-science kernelspec offered")
+    print(f"workers recreated from {ENV_IMAGE}: {time.monotonic() - began:.1f} s")
+    created = httpx.post(
+        f"{stack.api}/api/kernels",
+        json={"name": "data-science"},
+        headers=stack.headers,
+        timeout=120,
+    )
+    assert created.status_code == 201, created.text
+    return created.json()["id"], start_kernel(stack)
+
+
+async def test_a_kernel_runs_in_an_environment_of_its_own(
+    stack: Stack, env_kernels: tuple[str, str]
+) -> None:
+    own, services = env_kernels
+    assert (await run(stack, own, WHERE)).split()[:2] == [
+        "/opt/kernel-envs/data-science/bin/python",
+        "httpx",
+    ]
+    # A python3 kernel of the same worker: the services' own environment, without httpx.
+    assert (await run(stack, services, WHERE)).split() == ["/venv/bin/python", "no", "httpx"]
+    for kernel_id in env_kernels:
+        assert rest(stack, "DELETE", f"/api/kernels/{kernel_id}").status_code == 204
 
 
 def test_every_service_stops_by_itself_on_sigterm(stack: Stack) -> None:
