@@ -503,3 +503,122 @@ def test_every_service_stops_by_itself_on_sigterm(stack: Stack) -> None:
     }
     tails = {name: _logs(name)[-3000:] for name in killed}
     assert not killed, f"SIGKILLed at the stop timeout: {killed}; their last log lines: {tails}"
+
+
+# --- the 3-node NATS cluster variant (deploy/compose.cluster.yaml), a stack of its own ------
+# After the single-node stack was stopped above, so the two never run at once.
+
+COUNT = 80  # a cell printing a counter every 0.1 s: 8 s, a node is killed after the 10th
+
+
+@pytest.fixture(scope="module")
+def cluster(stack: Stack) -> Iterator[Stack]:
+    """The same images as `stack` (built by its run of compose-env.sh), three NATS nodes."""
+    env = stack.env_file.read_text().splitlines()
+    api_port, events_port = free_port(), free_port()
+    env = [
+        line
+        for line in env
+        if not line.startswith(("KERNELBUS_API_HOST_PORT=", "KERNELBUS_EVENTS_HOST_PORT="))
+    ]
+    env += [f"KERNELBUS_API_HOST_PORT={api_port}", f"KERNELBUS_EVENTS_HOST_PORT={events_port}"]
+    env_file = stack.env_file.with_name("cluster.env")
+    env_file.write_text("\n".join(env) + "\n")
+    cluster = Stack(
+        f"{stack.project}-cl",
+        env_file,
+        f"http://127.0.0.1:{api_port}",
+        f"http://127.0.0.1:{events_port}",
+        stack.token,
+        overlays=[ROOT / "deploy" / "compose.cluster.yaml"],
+    )
+    try:
+        began = time.monotonic()
+        try:
+            cluster.compose("up", "-d", "--wait", "--no-build")
+        except AssertionError:
+            print(cluster.compose("logs", "--no-color", "--tail", "40", check=False))
+            raise
+        print(f"\n3-node cluster stack up and healthy: {time.monotonic() - began:.1f} s")
+        yield cluster
+    finally:
+        began = time.monotonic()
+        cluster.compose("down", "-v", "--timeout", "10", check=False)
+        print(f"cluster stack down -v: {time.monotonic() - began:.1f} s")
+
+
+def _node_of(cluster: Stack, name_prefix: str) -> tuple[str, str]:
+    """(service, container) of the NATS node that holds a client connection named so (the
+    worker's init has a connection of its own, not counted)."""
+    for service in ("nats", "nats-2", "nats-3"):
+        (container,) = cluster.containers(service)
+        connz = docker(
+            "exec",
+            container,
+            "/bin/busybox",
+            "wget",
+            "-qO-",
+            "http://127.0.0.1:8222/connz?limit=1000",
+        )
+        names = [c.get("name", "") for c in json.loads(connz).get("connections") or []]
+        if any(n.startswith(name_prefix) and not n.startswith("worker-init-") for n in names):
+            return service, container
+    raise AssertionError(f"no node holds a connection named {name_prefix}*")
+
+
+def test_the_cluster_replicates_buckets_and_streams_three_times(cluster: Stack) -> None:
+    (node,) = cluster.containers("nats")
+    jsz = json.loads(
+        docker(
+            "exec", node, "/bin/busybox", "wget", "-qO-", "http://127.0.0.1:8222/jsz?streams=true"
+        )
+    )
+    streams = {
+        s["name"]: s.get("cluster", {}).get("replicas") or []
+        for account in jsz.get("account_details") or []
+        for s in account.get("stream_detail") or []
+    }
+    assert {"KV_kb_kernels", "KV_kb_workers", "KERNELBUS_EVENTS"} <= set(streams), streams
+    for name, replicas in streams.items():
+        assert len(replicas) == 2, f"{name}: a leader and {len(replicas)} replicas"
+
+
+async def test_losing_a_nats_node_under_a_live_client_loses_nothing(cluster: Stack) -> None:
+    kernel_id = start_kernel(cluster)
+    code = f"import time\nfor i in range({COUNT}):\n    print(i, flush=True)\n    time.sleep(0.1)\n"
+    async with connect(cluster, kernel_id) as client:
+        await client.execute("x = 41")
+        # The node the worker is connected to: its kernel's output must fail over.
+        service, node = _node_of(cluster, "worker-")
+        msg = _message("execute_request", {"code": code, "silent": False}, client.session)
+        await client.ws.send(json.dumps(msg))
+        values: list[int] = []
+        replied = idle = False
+        killed = 0.0
+        async with asyncio.timeout(120):
+            while not (replied and idle):
+                reply = await client.recv()
+                if reply["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+                    continue
+                kind = reply["msg_type"]
+                if kind == "stream":
+                    values += [int(v) for v in reply["content"]["text"].split()]
+                    if len(values) >= 10 and not killed:
+                        await asyncio.to_thread(docker, "kill", node)
+                        killed = time.monotonic()
+                elif kind == "execute_reply":
+                    replied = True
+                elif kind == "status" and reply["content"]["execution_state"] == "idle":
+                    idle = True
+        print(
+            f"killed {service} (the worker's node); the cell ended "
+            f"{time.monotonic() - killed:.1f} s later"
+        )
+        assert killed, "the node was never killed"
+        assert values == list(range(COUNT)), f"got {len(values)} values: {values}"
+        # REST and the same websocket go on; the kernel keeps its state.
+        answered = rest(cluster, "GET", f"/api/kernels/{kernel_id}")
+        assert answered.status_code == 200 and answered.json()["execution_state"] != "dead"
+        assert (await client.execute("print(x)")).strip() == "41"
+    assert (await run(cluster, kernel_id, "print(x + 1)")).strip() == "42"
+    assert rest(cluster, "DELETE", f"/api/kernels/{kernel_id}").status_code == 204

@@ -76,6 +76,38 @@ class ApiLiveness:
         self.last_seen[instance] = asked
         return True
 
+    async def resume_held(self) -> None:
+        """Right after this worker's own reconnect: a held connection whose api replica
+        answers a ping was not cut off with it (in a NATS cluster only this worker's node may
+        have gone), so it will never re-attach; it gets what was held for it now, in order,
+        and is live again (the api drops anything it already delivered, by msg_id). Replicas
+        that do not answer yet re-attach once they are back, as after a whole-bus outage."""
+        answered: dict[str, bool] = {}
+        for kernel in list(self.supervisor.kernels.values()):
+            for attached in list(kernel.attached.values()):
+                instance = attached.api_instance
+                if not instance or not kernel.waiting_for(attached.conn_id):
+                    continue
+                if instance not in answered:
+                    answered[instance] = await self._answers(instance)
+                if answered[instance]:
+                    sent = await kernel.catch_up(attached.conn_id)
+                    kernel.log.info(
+                        "api %s stayed connected: resumed %s (%d held messages)",
+                        instance,
+                        attached.conn_id,
+                        sent,
+                    )
+
+    async def _answers(self, instance: str) -> bool:
+        """An actual answer, nothing less (no responder or a timeout: not now)."""
+        try:
+            await self.nc.request(subjects.api_ping(instance), b"", timeout=self.timeout)
+        except nats.errors.Error:
+            return False
+        self.last_seen[instance] = time.monotonic()
+        return True
+
     async def _check(self, instance: str) -> None:
         if not await self.alive(instance):
             self._lost(instance)
