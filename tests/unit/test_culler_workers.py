@@ -151,3 +151,23 @@ def test_a_restarted_worker_with_the_same_id_is_tracked_at_once() -> None:
     again = last.model_copy(update={"started_at": datetime(2026, 11, 23, tzinfo=UTC)})
     assert tracker.check([again], []) == []
     assert tracker.candidates() == ["w1"]
+
+
+def test_a_worker_whose_host_answers_is_not_lost_by_its_heartbeat_until_the_allowance() -> None:
+    tracker = WorkerTracker()
+    tracker.check([hb("w1")], [], now=0.0)
+    tracker.probed("w1", True, now=1.0)  # the init answers while the worker restarts
+    assert tracker.check([], [], now=12.0) == []
+    tracker.probed("w1", True, now=13.0)
+    assert tracker.check([], [], now=14.0) == []
+    tracker.probed("w1", True, now=70.0)
+    # Without a heartbeat for longer than any restart: lost although the host answers.
+    assert [w.worker_id for w in tracker.check([], [], now=72.5)] == ["w1"]
+
+
+def test_a_stale_answer_does_not_keep_a_worker() -> None:
+    tracker = WorkerTracker()
+    tracker.check([hb("w1")], [], now=0.0)
+    tracker.probed("w1", True, now=1.0)
+    tracker.check([], [], now=12.0)
+    assert [w.worker_id for w in tracker.check([], [], now=14.0)] == ["w1"]

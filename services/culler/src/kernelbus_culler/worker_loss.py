@@ -37,7 +37,8 @@ class WorkerLossHandler:
         """One look for lost workers; returns the ids handled."""
         records = await self.registry.kernel_summaries()
         owners = {r.worker_id for r in records if r.execution_state != "dead"}
-        lost = self.tracker.check(await self.registry.live_workers(), owners)
+        live = await self.registry.live_workers()
+        lost = self.tracker.check(live, owners, time.monotonic())
         for worker in lost:
             await self.handle(worker, [r for r in records if r.worker_id == worker.worker_id])
             self.tracker.forget(worker.worker_id)
