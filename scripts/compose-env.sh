@@ -3,6 +3,10 @@
 #
 #   scripts/compose-env.sh prepare      engine + images only
 #   scripts/compose-env.sh up [ARGS]    prepare, then `docker compose up --wait ARGS`
+#   scripts/compose-env.sh image TAG DOCKERFILE [NAME=VALUE ...]
+#                                       prepare, then build one more image (e.g. a worker with
+#                                       kernel environments: deploy/kernel-env.Dockerfile) the
+#                                       same way, with extra build arguments
 #
 # Steps, each skipped when already done (repeated runs on one machine take seconds):
 #   1. install docker.io and debootstrap (apt) and the compose v2 plugin (the docker-compose
@@ -150,10 +154,11 @@ PY
   log "the wheel server did not start"; exit 1
 }
 
-build() {  # build <tag> <dockerfile> [target]
+build() {  # build <tag> <dockerfile> [target [extra docker build args...]]
   local tag=$1 file=$2 target=${3:-} out
+  shift 3 2>/dev/null || shift $#
   out=$(DOCKER_BUILDKIT=0 docker build --force-rm --network host -f "$ROOT/$file" ${target:+--target "$target"} \
-    --build-arg PYTHON_IMAGE="$BASE_IMAGE" --build-arg WHEELS_URL="$WHEELS_URL" \
+    --build-arg PYTHON_IMAGE="$BASE_IMAGE" --build-arg WHEELS_URL="$WHEELS_URL" "$@" \
     -t "$tag" "$ROOT" 2>&1) || { echo "$out" | tail -n 40 >&2; log "building $tag failed"; exit 1; }
 }
 
@@ -185,5 +190,18 @@ case "${1:-up}" in
     log "docker compose up --wait (project $COMPOSE_PROJECT_NAME)"
     docker compose -f "$ROOT/deploy/compose.yaml" --env-file "$ENV_FILE" up -d --wait --no-build "$@"
     ;;
-  *) echo "usage: $0 [prepare|up [compose up args]]" >&2; exit 2 ;;
+  image)
+    shift || true
+    [ $# -ge 2 ] || { echo "usage: $0 image TAG DOCKERFILE [NAME=VALUE ...]" >&2; exit 2; }
+    tag=$1 file=$2
+    shift 2
+    extra=()
+    for arg in "$@"; do extra+=(--build-arg "$arg"); done
+    prepare
+    serve_wheels
+    log "building $tag from $file"
+    build "$tag" "$file" "" "${extra[@]}"
+    stop_wheel_server
+    ;;
+  *) echo "usage: $0 [prepare|up [compose up args]|image TAG DOCKERFILE [NAME=VALUE ...]]" >&2; exit 2 ;;
 esac

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,13 @@ class Stack:
     api: str
     events: str
     token: str
+    overlays: list[Path] = field(default_factory=list)
+    """Compose files on top of compose.yaml (added by a test, kept for the later ones)."""
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> str:
         command = ["docker", "compose", "-f", str(ROOT / "deploy" / "compose.yaml")]
+        for overlay in self.overlays:
+            command += ["-f", str(overlay)]
         command += ["--env-file", str(self.env_file), "-p", self.project, *args]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
@@ -116,7 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         f"http://127.0.0.1:{events_port}",
         token,
     )
-    run_env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "KERNELBUS_ENV_FILE": str(env_file)}
+    run_env = _script_env(project, env_file)
     started_engine = None
     try:
         began = time.monotonic()
@@ -137,6 +141,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             print(f"docker compose down -v: {time.monotonic() - began:.1f} s")
         if started_engine is not None:
             _stop_engine(started_engine)
+
+
+def _script_env(project: str, env_file: Path) -> dict[str, str]:
+    return {**os.environ, "COMPOSE_PROJECT_NAME": project, "KERNELBUS_ENV_FILE": str(env_file)}
 
 
 def _engine_answers() -> bool:
@@ -353,9 +361,13 @@ async def test_a_worker_container_crash_marks_its_kernels_dead_and_tells_clients
         print(f"client told 'dead' and closed {told:.1f} s after docker kill: {states}")
         assert "dead" in states
         assert client.ws.close_code is not None
-    took = until(lambda: kernel_state(stack, kernel_id) == "dead", 60, "the kernel dead")
+    until(lambda: kernel_state(stack, kernel_id) == "dead", 60, "the kernel dead")
     print(f"kernel dead in the registry {time.monotonic() - killed:.1f} s after the kill")
-    assert took >= 0
+    # Found by the culler's liveness probe (no connection of the container left for the
+    # grace), not by the heartbeat's expiry (10 s TTL): ADR 0016.
+    (culler,) = stack.containers("culler")
+    lost = [line for line in _logs(culler).splitlines() if "lost (" in line]
+    assert lost and "no connection left for 4 s" in lost[-1], lost
     # Docker's rule for every restart policy: `docker kill` is the operator's decision.
     assert inspect(container, "{{.State.Status}}") == "exited"
 
@@ -412,6 +424,69 @@ def test_events_are_queryable(stack: Stack, placed: Placed) -> None:
     assert any(kernel_id in text for kernel_id in placed), "no event about this module's kernels"
 
 
+ENV_IMAGE = "kernelbus-kernel-worker-envs"
+WHERE = (
+    "import sys\n"
+    "try:\n"
+    "    import httpx\n"
+    "    print(sys.executable, 'httpx', httpx.__version__)\n"
+    "except ImportError:\n"
+    "    print(sys.executable, 'no httpx')\n"
+)
+
+
+@pytest.fixture(scope="module")
+def env_kernels(stack: Stack) -> tuple[str, str]:
+    """docs/kernel-environments.md, in compose: a worker image layer with a second virtualenv
+    (deploy/kernel-env.Dockerfile, here with httpx, which the services' /venv lacks) and its
+    kernelspec on JUPYTER_PATH, run through the overlay deploy/compose.kernel-env.yaml; one
+    kernel of that kernelspec and one `python3` kernel."""
+    began = time.monotonic()
+    command = ["bash", str(SCRIPT), "image", ENV_IMAGE, "deploy/kernel-env.Dockerfile"]
+    command += ["PACKAGES=ipykernel httpx", "ENV_NAME=data-science"]
+    built = subprocess.run(
+        command,
+        env=_script_env(stack.project, stack.env_file),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert built.returncode == 0, f"building {ENV_IMAGE} failed:\n{built.stderr[-3000:]}"
+    print(f"kernel-env image built: {time.monotonic() - began:.1f} s")
+    stack.overlays.append(ROOT / "deploy" / "compose.kernel-env.yaml")
+    began = time.monotonic()
+    stack.compose("up", "-d", "--wait", "--no-build", "--scale", "kernel-worker=1")
+
+    def offered() -> bool:
+        specs = rest(stack, "GET", "/api/kernelspecs")
+        return specs.status_code == 200 and "data-science" in specs.json()["kernelspecs"]
+
+    until(offered, 180, "the data-science kernelspec offered")
+    print(f"workers recreated from {ENV_IMAGE}: {time.monotonic() - began:.1f} s")
+    created = httpx.post(
+        f"{stack.api}/api/kernels",
+        json={"name": "data-science"},
+        headers=stack.headers,
+        timeout=120,
+    )
+    assert created.status_code == 201, created.text
+    return created.json()["id"], start_kernel(stack)
+
+
+async def test_a_kernel_runs_in_an_environment_of_its_own(
+    stack: Stack, env_kernels: tuple[str, str]
+) -> None:
+    own, services = env_kernels
+    assert (await run(stack, own, WHERE)).split()[:2] == [
+        "/opt/kernel-envs/data-science/bin/python",
+        "httpx",
+    ]
+    # A python3 kernel of the same worker: the services' own environment, without httpx.
+    assert (await run(stack, services, WHERE)).split() == ["/venv/bin/python", "no", "httpx"]
+    for kernel_id in env_kernels:
+        assert rest(stack, "DELETE", f"/api/kernels/{kernel_id}").status_code == 204
+
+
 def test_every_service_stops_by_itself_on_sigterm(stack: Stack) -> None:
     """`docker compose stop` SIGTERMs each container; none needs the SIGKILL after 10 s."""
     running = set(stack.compose("ps", "-q").split())
@@ -428,3 +503,122 @@ def test_every_service_stops_by_itself_on_sigterm(stack: Stack) -> None:
     }
     tails = {name: _logs(name)[-3000:] for name in killed}
     assert not killed, f"SIGKILLed at the stop timeout: {killed}; their last log lines: {tails}"
+
+
+# --- the 3-node NATS cluster variant (deploy/compose.cluster.yaml), a stack of its own ------
+# After the single-node stack was stopped above, so the two never run at once.
+
+COUNT = 80  # a cell printing a counter every 0.1 s: 8 s, a node is killed after the 10th
+
+
+@pytest.fixture(scope="module")
+def cluster(stack: Stack) -> Iterator[Stack]:
+    """The same images as `stack` (built by its run of compose-env.sh), three NATS nodes."""
+    env = stack.env_file.read_text().splitlines()
+    api_port, events_port = free_port(), free_port()
+    env = [
+        line
+        for line in env
+        if not line.startswith(("KERNELBUS_API_HOST_PORT=", "KERNELBUS_EVENTS_HOST_PORT="))
+    ]
+    env += [f"KERNELBUS_API_HOST_PORT={api_port}", f"KERNELBUS_EVENTS_HOST_PORT={events_port}"]
+    env_file = stack.env_file.with_name("cluster.env")
+    env_file.write_text("\n".join(env) + "\n")
+    cluster = Stack(
+        f"{stack.project}-cl",
+        env_file,
+        f"http://127.0.0.1:{api_port}",
+        f"http://127.0.0.1:{events_port}",
+        stack.token,
+        overlays=[ROOT / "deploy" / "compose.cluster.yaml"],
+    )
+    try:
+        began = time.monotonic()
+        try:
+            cluster.compose("up", "-d", "--wait", "--no-build")
+        except AssertionError:
+            print(cluster.compose("logs", "--no-color", "--tail", "40", check=False))
+            raise
+        print(f"\n3-node cluster stack up and healthy: {time.monotonic() - began:.1f} s")
+        yield cluster
+    finally:
+        began = time.monotonic()
+        cluster.compose("down", "-v", "--timeout", "10", check=False)
+        print(f"cluster stack down -v: {time.monotonic() - began:.1f} s")
+
+
+def _node_of(cluster: Stack, name_prefix: str) -> tuple[str, str]:
+    """(service, container) of the NATS node that holds a client connection named so (the
+    worker's init has a connection of its own, not counted)."""
+    for service in ("nats", "nats-2", "nats-3"):
+        (container,) = cluster.containers(service)
+        connz = docker(
+            "exec",
+            container,
+            "/bin/busybox",
+            "wget",
+            "-qO-",
+            "http://127.0.0.1:8222/connz?limit=1000",
+        )
+        names = [c.get("name", "") for c in json.loads(connz).get("connections") or []]
+        if any(n.startswith(name_prefix) and not n.startswith("worker-init-") for n in names):
+            return service, container
+    raise AssertionError(f"no node holds a connection named {name_prefix}*")
+
+
+def test_the_cluster_replicates_buckets_and_streams_three_times(cluster: Stack) -> None:
+    (node,) = cluster.containers("nats")
+    jsz = json.loads(
+        docker(
+            "exec", node, "/bin/busybox", "wget", "-qO-", "http://127.0.0.1:8222/jsz?streams=true"
+        )
+    )
+    streams = {
+        s["name"]: s.get("cluster", {}).get("replicas") or []
+        for account in jsz.get("account_details") or []
+        for s in account.get("stream_detail") or []
+    }
+    assert {"KV_kb_kernels", "KV_kb_workers", "KERNELBUS_EVENTS"} <= set(streams), streams
+    for name, replicas in streams.items():
+        assert len(replicas) == 2, f"{name}: a leader and {len(replicas)} replicas"
+
+
+async def test_losing_a_nats_node_under_a_live_client_loses_nothing(cluster: Stack) -> None:
+    kernel_id = start_kernel(cluster)
+    code = f"import time\nfor i in range({COUNT}):\n    print(i, flush=True)\n    time.sleep(0.1)\n"
+    async with connect(cluster, kernel_id) as client:
+        await client.execute("x = 41")
+        # The node the worker is connected to: its kernel's output must fail over.
+        service, node = _node_of(cluster, "worker-")
+        msg = _message("execute_request", {"code": code, "silent": False}, client.session)
+        await client.ws.send(json.dumps(msg))
+        values: list[int] = []
+        replied = idle = False
+        killed = 0.0
+        async with asyncio.timeout(120):
+            while not (replied and idle):
+                reply = await client.recv()
+                if reply["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+                    continue
+                kind = reply["msg_type"]
+                if kind == "stream":
+                    values += [int(v) for v in reply["content"]["text"].split()]
+                    if len(values) >= 10 and not killed:
+                        await asyncio.to_thread(docker, "kill", node)
+                        killed = time.monotonic()
+                elif kind == "execute_reply":
+                    replied = True
+                elif kind == "status" and reply["content"]["execution_state"] == "idle":
+                    idle = True
+        print(
+            f"killed {service} (the worker's node); the cell ended "
+            f"{time.monotonic() - killed:.1f} s later"
+        )
+        assert killed, "the node was never killed"
+        assert values == list(range(COUNT)), f"got {len(values)} values: {values}"
+        # REST and the same websocket go on; the kernel keeps its state.
+        answered = rest(cluster, "GET", f"/api/kernels/{kernel_id}")
+        assert answered.status_code == 200 and answered.json()["execution_state"] != "dead"
+        assert (await client.execute("print(x)")).strip() == "41"
+    assert (await run(cluster, kernel_id, "print(x + 1)")).strip() == "42"
+    assert rest(cluster, "DELETE", f"/api/kernels/{kernel_id}").status_code == 204

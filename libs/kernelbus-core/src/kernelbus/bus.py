@@ -464,3 +464,36 @@ __all__ = [
     "responder",
     "translate",
 ]
+
+
+# --- liveness pings -----------------------------------------------------------------------
+
+
+async def answer_pings(nc: Client, subject: str) -> None:
+    """Answer every request on `subject` with an empty reply, for the connection's life: the
+    other side of `has_responder` (a host's liveness subject)."""
+
+    async def pong(msg: Msg) -> None:
+        if msg.reply:
+            await msg.respond(b"")
+
+    await nc.subscribe(subject, cb=pong)
+    await nc.flush()
+
+
+async def has_responder(nc: Client, subject: str, timeout: float) -> bool | None:
+    """Whether some connection is subscribed to `subject`. False only on NATS's "no
+    responders" (nobody is: the server answers that at once); True on an answer and on a
+    timeout (someone is subscribed, but slow: a loaded host is not a lost one); None when this
+    connection cannot tell (not connected, or the bus failed meanwhile)."""
+    if not nc.is_connected:
+        return None
+    try:
+        await nc.request(subject, b"", timeout=timeout)
+    except nats.errors.NoRespondersError:
+        return False if nc.is_connected else None
+    except nats.errors.TimeoutError:
+        return True if nc.is_connected else None
+    except nats.errors.Error:
+        return None
+    return True

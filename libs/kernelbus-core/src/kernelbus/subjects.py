@@ -32,6 +32,13 @@ def worker_resource(worker_id: str) -> str:
     return f"{PREFIX}.worker.{_token(worker_id)}.resource"
 
 
+def worker_ping(worker_id: str) -> str:
+    """Liveness of one worker's host: answered by the worker from connect to close and, in the
+    compose image, by kernelbus-worker-init for the container's life. No responder means no
+    connection is left (NATS answers that at once); a slow answer still means one is."""
+    return f"{PREFIX}.worker.{_token(worker_id)}.ping"
+
+
 def kernel_command(kernel_id: str) -> str:
     """Interrupt, restart or shut down a kernel; answered by the worker that owns it."""
     return f"{PREFIX}.kernel.{_token(kernel_id)}.cmd"

@@ -3,7 +3,8 @@ import time, so tests pass their own settings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -25,14 +26,32 @@ from kernelbus_api.settings import ApiSettings
 from kernelbus_api.state import AppState
 
 
-async def answer_pings(nc: Client, api_instance: str) -> None:
+async def answer_pings(
+    nc: Client, api_instance: str, open_conn_ids: Callable[[], set[str]] = set
+) -> None:
     """Workers ping each api replica that holds websockets: no responder means it died, and
-    they start keeping its clients' output for their reconnect (see kernelbus_worker.liveness)."""
+    they start keeping its clients' output for their reconnect (see kernelbus_worker.liveness).
+
+    A ping that names connections (`{"conn_ids": [...]}`) is answered with those of them whose
+    websocket is open here (`{"open": [...]}`): a worker that reconnected while this replica
+    did not resumes exactly those (ADR 0016); an empty ping gets an empty answer."""
 
     async def pong(msg: Msg) -> None:
-        await msg.respond(b"")
+        try:
+            asked = {str(c) for c in json.loads(msg.data)["conn_ids"]} if msg.data else None
+        except (ValueError, TypeError, KeyError):
+            asked = None
+        if asked is None:
+            await msg.respond(b"")
+            return
+        await msg.respond(json.dumps({"open": sorted(asked & open_conn_ids())}).encode())
 
     await nc.subscribe(subjects.api_ping(api_instance), cb=pong)
+
+
+def _open_conn_ids(app: FastAPI) -> set[str]:
+    hub = getattr(app.state, "kb_channels", None)
+    return {c.conn_id for c in hub.open_connections} if hub is not None else set()
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -59,7 +78,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.kb = AppState(
             settings, nc, js, registry, kernel_manager, session_manager, connectivity
         )
-        await answer_pings(nc, settings.api_instance)
+        await answer_pings(nc, settings.api_instance, lambda: _open_conn_ids(app))
         try:
             yield
         finally:

@@ -14,6 +14,7 @@ from nats.js.kv import KeyValue
 from kernelbus import bus, events, subjects
 from kernelbus.errors import (
     BusTimeout,
+    CapacityExceeded,
     InternalError,
     KernelbusError,
     LaunchTimeout,
@@ -29,7 +30,7 @@ from kernelbus.messages import (
     StartKernel,
     new_kernel_id,
 )
-from kernelbus.models import KernelRecord
+from kernelbus.models import KernelRecord, WorkerHeartbeat
 from kernelbus.registry import Registry
 from kernelbus.registryview import KernelSummary
 from kernelbus_api import kernelspecs
@@ -101,15 +102,36 @@ class Kernels:
             if self.drains is not None:
                 drained = await drained_workers(self.drains)
                 workers = [w for w in workers if w.worker_id not in drained]
-            # No await between choosing and counting the start: a burst sees every earlier one.
-            worker = self.placements.choose(workers, command.kernel_name)
             timeout = command.launch_timeout + _REPLY_PAD
-            with self.placements.placed(worker.worker_id, command.kernel_name):
-                async with self.admission.reserve(command.kernel_id, command.username, timeout):
-                    reply = await self._send_start(worker.worker_id, command, timeout)
+            async with self.admission.reserve(command.kernel_id, command.username, timeout):
+                reply = await self._place(workers, command, timeout)
             if reply.kernel is None:
                 raise InternalError("the worker's start reply carried no kernel")
             return reply.kernel
+
+    async def _place(
+        self, workers: list[WorkerHeartbeat], command: StartKernel, timeout: float
+    ) -> KernelReply:
+        """Send the start to the least-loaded worker; one that refuses it as full (it counts
+        its running and in-flight starts, whichever api replica placed them) is left out and
+        the next one is asked. None left → `NoWorkerAvailable` (503, safe to retry)."""
+        while True:
+            # No await between choosing and counting the start: a burst sees every earlier one.
+            worker = self.placements.choose(workers, command.kernel_name)
+            try:
+                with self.placements.placed(worker.worker_id, command.kernel_name):
+                    return await self._send_start(worker.worker_id, command, timeout)
+            except CapacityExceeded:
+                log.info(
+                    "worker %s is full: placing the start elsewhere",
+                    worker.worker_id,
+                    extra={"kernel_id": command.kernel_id, "worker_id": worker.worker_id},
+                )
+                workers = [w for w in workers if w.worker_id != worker.worker_id]
+                if not any(w.has_spec(command.kernel_name) for w in workers):
+                    raise NoWorkerAvailable(
+                        f"every kernel worker that runs {command.kernel_name} is full"
+                    ) from None
 
     @contextlib.asynccontextmanager
     async def _reported(

@@ -21,6 +21,9 @@ from kernelbus_culler.worker_loss import WorkerLossHandler
 
 log = logging.getLogger(__name__)
 
+PROBE_TIMEOUT = 2.0
+"""Seconds a liveness probe waits for an answer; a timeout counts as alive (slow, not gone)."""
+
 
 async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
     """Run until `stop` is set. The view is rebuilt from the registry before the first pass."""
@@ -134,7 +137,13 @@ async def _run_loops(
         if gate.culling():
             await culler.tick()
 
+    async def worker_probe() -> None:
+        if gate.workers():
+            await losses.probe(settings.worker_disconnect_grace, PROBE_TIMEOUT)
+
     loops = [_every(settings.worker_check_interval, worker_check, stop, "worker check")]
+    if settings.worker_disconnect_grace > 0:
+        loops.append(_every(settings.worker_probe_interval, worker_probe, stop, "worker probe"))
     if settings.culling_enabled:
         loops.append(_every(settings.cull_interval, culling_pass, stop, "culling pass"))
     await asyncio.gather(*loops)

@@ -50,6 +50,21 @@ class CullerSettings(BusSettings):
         le=3600,
         description="Seconds between two looks for lost workers (heartbeat aged out).",
     )
+    worker_disconnect_grace: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="Seconds a worker's liveness subject may have no responder (no NATS "
+        "connection left) before it is lost, without waiting for its heartbeat to age out; "
+        "0 = off. Only where something answers for the worker while its process restarts "
+        "(kernelbus-worker-init: compose sets 4). ADR 0016.",
+    )
+    worker_probe_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between liveness probes of the workers (with a disconnect grace).",
+    )
     command_timeout: float = Field(
         default=30.0, gt=0, le=600, description="Seconds to wait for a worker's shutdown answer."
     )

@@ -5,13 +5,15 @@ next culling pass shuts them down (and removes their records) when culling is on
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 import nats.js.errors
 from nats.aio.client import Client
 
-from kernelbus import events, subjects
+from kernelbus import bus, events, subjects
 from kernelbus.framing import message_frame
 from kernelbus.registry import Registry
 from kernelbus.registryview import KernelSummary
@@ -35,17 +37,44 @@ class WorkerLossHandler:
         """One look for lost workers; returns the ids handled."""
         records = await self.registry.kernel_summaries()
         owners = {r.worker_id for r in records if r.execution_state != "dead"}
-        lost = self.tracker.check(await self.registry.live_workers(), owners)
+        live = await self.registry.live_workers()
+        lost = self.tracker.check(live, owners, time.monotonic())
         for worker in lost:
             await self.handle(worker, [r for r in records if r.worker_id == worker.worker_id])
             self.tracker.forget(worker.worker_id)
         return [w.worker_id for w in lost]
 
-    async def handle(self, worker: LostWorker, records: list[KernelSummary]) -> None:
+    async def probe(self, grace: float, timeout: float) -> list[str]:
+        """Probe every candidate's liveness subject once; handle those without a responder
+        for `grace` seconds (ADR 0016). Returns the ids handled."""
+        candidates = self.tracker.candidates()
+        answers = await asyncio.gather(
+            *(bus.has_responder(self.nc, subjects.worker_ping(w), timeout) for w in candidates)
+        )
+        now = time.monotonic()
+        for worker_id, answer in zip(candidates, answers, strict=True):
+            self.tracker.probed(worker_id, answer, now)
+        lost = self.tracker.disconnected(grace, now)
+        if not lost:
+            return []
+        records = await self.registry.kernel_summaries()
+        why = f"no connection left for {grace:g} s"
+        for worker in lost:
+            await self.handle(worker, [r for r in records if r.worker_id == worker.worker_id], why)
+            self.tracker.forget(worker.worker_id)
+        return [w.worker_id for w in lost]
+
+    async def handle(
+        self,
+        worker: LostWorker,
+        records: list[KernelSummary],
+        why: str = "heartbeat expired without a clean stop",
+    ) -> None:
         alive = [r for r in records if r.execution_state != "dead"]
         log.warning(
-            "worker %s lost (heartbeat expired without a clean stop); %d kernels affected",
+            "worker %s lost (%s); %d kernels affected",
             worker.worker_id,
+            why,
             len(alive),
             extra={"worker_id": worker.worker_id},
         )

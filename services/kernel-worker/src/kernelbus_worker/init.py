@@ -11,11 +11,15 @@ This init instead:
   container it makes itself the child subreaper, so the same holds);
 - forwards SIGTERM/SIGINT to the worker and exits with the worker's status once it stopped;
 - gives up after `CRASH_LIMIT` crashes within `CRASH_WINDOW` seconds and exits 1, so the
-  container's restart policy (a new container, kernels lost and marked dead) takes over.
+  container's restart policy (a new container, kernels lost and marked dead) takes over;
+- answers the worker's liveness pings (`kb.worker.<id>.ping`) on a NATS connection of its own
+  for as long as it runs, which is as long as the container and its kernels live: a restarting
+  worker process is not a lost worker, a killed container is one at once (ADR 0016).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import os
@@ -23,13 +27,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import deque
 from pathlib import Path
 from types import FrameType
 
+from kernelbus import bus, subjects
 from kernelbus.logs import setup_logging
+from kernelbus.settings import BusSettings
 
 log = logging.getLogger("kernelbus_worker.init")
 
@@ -135,6 +142,40 @@ class Init:
             self._spawn()
 
 
+class PingAnswerer(threading.Thread):
+    """Answers `kb.worker.<id>.ping` from this process, in a daemon thread with its own event
+    loop, so that the culler's probe sees the worker's host alive while the worker process is
+    being restarted (Python start-up alone takes seconds on a loaded host). Never fatal: without
+    NATS it retries, and the worker process answers the same subject itself."""
+
+    RETRY = 2.0
+
+    def __init__(self, worker_id: str) -> None:
+        super().__init__(name="ping-answerer", daemon=True)
+        self.worker_id = worker_id
+        self.answering = threading.Event()
+
+    def run(self) -> None:
+        asyncio.run(self._answer())
+
+    async def _answer(self) -> None:
+        extra = {"worker_id": self.worker_id}
+        while True:
+            try:
+                settings = BusSettings()  # NATS_URL, NATS_USER, ... of this environment
+                nc = await bus.connect(
+                    settings, name=f"worker-init-{self.worker_id}", role="worker"
+                )
+                await bus.answer_pings(nc, subjects.worker_ping(self.worker_id))
+                break
+            except Exception as exc:
+                log.warning("cannot answer liveness pings yet (%s); retrying", exc, extra=extra)
+                await asyncio.sleep(self.RETRY)
+        log.info("answering liveness pings for the worker", extra=extra)
+        self.answering.set()
+        await asyncio.Event().wait()  # until the process exits (that closes the connection)
+
+
 def _reap_orphans() -> None:
     try:
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
@@ -158,7 +199,9 @@ def main() -> None:
     _become_subreaper()
     beside = Path(sys.executable).parent / "kernelbus-worker"
     command = sys.argv[1:] or [str(beside) if beside.exists() else "kernelbus-worker"]
-    sys.exit(Init(command, pinned_env(dict(os.environ))).run())
+    env = pinned_env(dict(os.environ))
+    PingAnswerer(env["KERNELBUS_WORKER_ID"]).start()
+    sys.exit(Init(command, env).run())
 
 
 if __name__ == "__main__":

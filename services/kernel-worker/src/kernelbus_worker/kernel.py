@@ -73,6 +73,7 @@ class ManagedKernel:
         self._conn_sessions: OrderedDict[str, str] = OrderedDict()
         self.buffer: ReplayBuffer | None = None
         self.hold: Hold | None = None
+        self._catching_up: dict[str, asyncio.Lock] = {}
         self.bus_down = False
         self.spec_env: dict[str, str] = {}
         self.dirty = True
@@ -533,7 +534,13 @@ class ManagedKernel:
         self._end_hold_if_done()
 
     async def catch_up(self, conn_id: str) -> int:
-        """Send a re-attached connection what was held for it, in order; then it is live."""
+        """Send a re-attached connection what was held for it, in order; then it is live.
+        One catch-up per connection at a time (a re-attach and the worker's own check after
+        its reconnect may both ask), so the held messages go out in order."""
+        async with self._catching_up.setdefault(conn_id, asyncio.Lock()):
+            return await self._catch_up(conn_id)
+
+    async def _catch_up(self, conn_id: str) -> int:
         sent = 0
         while self.hold is not None and self.hold.waiting_for(conn_id) and not self.bus_down:
             frames = self.hold.take(conn_id)

@@ -14,6 +14,7 @@ held output for and that were not re-attached are handed to their session's repl
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -21,6 +22,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from kernelbus import bus, subjects
+from kernelbus_worker.kernel import ManagedKernel
 from kernelbus_worker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,40 @@ class ApiLiveness:
             return True
         self.last_seen[instance] = asked
         return True
+
+    async def resume_held(self) -> None:
+        """Right after this worker's own reconnect: a held connection whose api replica says
+        its websocket is open was not cut off with this worker (in a NATS cluster only this
+        worker's node may have gone), so it will never re-attach; it gets what was held for
+        it now, in order, and is live again (the api drops what it already delivered, by
+        msg_id). Connections closed meanwhile, and replicas not answering yet, are left to
+        the usual path: re-attach when they are back, or expire into the session's buffer."""
+        held: dict[str, list[tuple[ManagedKernel, str]]] = {}
+        for kernel in list(self.supervisor.kernels.values()):
+            for attached in list(kernel.attached.values()):
+                if attached.api_instance and kernel.waiting_for(attached.conn_id):
+                    held.setdefault(attached.api_instance, []).append((kernel, attached.conn_id))
+        for instance, conns in held.items():
+            still_open = await self._open_at(instance, [conn_id for _, conn_id in conns])
+            for kernel, conn_id in conns:
+                if conn_id in still_open:
+                    sent = await kernel.catch_up(conn_id)
+                    kernel.log.info(
+                        "api %s stayed connected: resumed %s (%d held messages)",
+                        instance,
+                        conn_id,
+                        sent,
+                    )
+
+    async def _open_at(self, instance: str, conn_ids: list[str]) -> set[str]:
+        """Which of `conn_ids` the replica says are open; none when it cannot say now."""
+        ask = json.dumps({"conn_ids": conn_ids}).encode()
+        try:
+            answer = await self.nc.request(subjects.api_ping(instance), ask, timeout=self.timeout)
+            self.last_seen[instance] = time.monotonic()
+            return {str(c) for c in json.loads(answer.data)["open"]}
+        except (nats.errors.Error, ValueError, TypeError, KeyError):
+            return set()  # gone, slow, or an older replica that answers only b""
 
     async def _check(self, instance: str) -> None:
         if not await self.alive(instance):

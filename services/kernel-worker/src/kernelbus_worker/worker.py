@@ -10,7 +10,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 
-from kernelbus import bus, events
+from kernelbus import bus, events, subjects
 from kernelbus.events import EventPublisher
 from kernelbus.registry import Registry
 from kernelbus.timefmt import utcnow
@@ -35,6 +35,8 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     nc = await bus.connect(
         settings, name=f"worker-{settings.id}", role="worker", connectivity=connectivity
     )
+    # First of all, and until the connection closes: the culler's liveness probe (ADR 0016).
+    await bus.answer_pings(nc, subjects.worker_ping(settings.id))
     js = nc.jetstream()
     await bus.ensure_infrastructure(js, settings.nats_replicas)
     registry = await Registry.open(js)
@@ -55,8 +57,14 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     async def bus_lost() -> None:
         supervisor.bus_lost(liveness.last_seen)
 
+    resuming: set[asyncio.Task[None]] = set()
+
     async def bus_back() -> None:
         supervisor.bus_back()
+        # Not inside nats-py's reconnect callback: the pings need the reconnected client.
+        task = asyncio.get_running_loop().create_task(liveness.resume_held())
+        resuming.add(task)
+        task.add_done_callback(resuming.discard)
 
     connectivity.on_disconnected.append(bus_lost)
     connectivity.on_reconnected.append(bus_back)
