@@ -3,7 +3,8 @@ import time, so tests pass their own settings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -25,14 +26,34 @@ from kernelbus_api.settings import ApiSettings
 from kernelbus_api.state import AppState
 
 
-async def answer_pings(nc: Client, api_instance: str) -> None:
+async def answer_pings(
+    nc: Client, api_instance: str, reattach: Callable[[list[str]], None] = lambda ids: None
+) -> None:
     """Workers ping each api replica that holds websockets: no responder means it died, and
-    they start keeping its clients' output for their reconnect (see kernelbus_worker.liveness)."""
+    they start keeping its clients' output for their reconnect (see kernelbus_worker.liveness).
+
+    A worker back from its own reconnect asks with `{"reattach": [conn_id, ...]}`: those of
+    its connections that are still open are re-attached, so it sends what it held for them
+    (this replica may never have lost the bus: in a cluster only the worker's node died).
+    """
 
     async def pong(msg: Msg) -> None:
         await msg.respond(b"")
+        if msg.data:
+            try:
+                ids = json.loads(msg.data).get("reattach", [])
+            except (ValueError, AttributeError):
+                return
+            if isinstance(ids, list):
+                reattach([str(i) for i in ids])
 
     await nc.subscribe(subjects.api_ping(api_instance), cb=pong)
+
+
+def _reattach(app: FastAPI, conn_ids: list[str]) -> None:
+    hub = getattr(app.state, "kb_channels", None)  # created with the first websocket
+    if hub is not None:
+        hub.reattach(conn_ids)
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -59,7 +80,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.kb = AppState(
             settings, nc, js, registry, kernel_manager, session_manager, connectivity
         )
-        await answer_pings(nc, settings.api_instance)
+        await answer_pings(nc, settings.api_instance, lambda ids: _reattach(app, ids))
         try:
             yield
         finally:

@@ -14,6 +14,7 @@ held output for and that were not re-attached are handed to their session's repl
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -63,6 +64,27 @@ class ApiLiveness:
             await self._check(instance)
         for gone in set(self.last_seen) - instances:
             del self.last_seen[gone]
+
+    async def resume_held(self) -> None:
+        """After this worker's own reconnect: ask each api replica with connections this
+        worker holds output for to re-attach them (`subjects.api_ping` with a
+        `{"reattach": [conn_id, ...]}` payload). In a NATS cluster the lost node may have been
+        the worker's only: such a replica stayed connected, so it would never re-attach by
+        itself, and its websockets would wait until the hold expired. A replica re-attaches
+        only the connections it still has open (the hold of a closed one expires into its
+        session's replay buffer, as before); one that does not answer is reconnecting too (it
+        re-attaches everything itself) or gone (judged later)."""
+        waiting: dict[str, list[str]] = {}
+        for kernel in list(self.supervisor.kernels.values()):
+            for attached in list(kernel.attached.values()):
+                if attached.api_instance and kernel.waiting_for(attached.conn_id):
+                    waiting.setdefault(attached.api_instance, []).append(attached.conn_id)
+        for instance, conn_ids in waiting.items():
+            payload = json.dumps({"reattach": conn_ids}).encode()
+            try:
+                await self.nc.request(subjects.api_ping(instance), payload, timeout=self.timeout)
+            except nats.errors.Error as exc:
+                log.info("api %s not asked to re-attach (%s)", instance, type(exc).__name__)
 
     async def alive(self, instance: str) -> bool:
         """False only when the replica is certainly gone (no responder); slow counts as alive."""
