@@ -156,12 +156,12 @@ async def test_losing_a_services_node_and_the_registry_leader_loses_nothing(
                     if responses[-1].status_code == 201:
                         ids.append(responses[-1].json()["id"])
                         break
+                    await asyncio.sleep(0.1)
                 print(
                     f"\n{victim}'s node (the registry leader) killed: a start succeeded after "
                     f"{time.monotonic() - killed_at:.2f} s; statuses meanwhile "
                     f"{ {code: statuses.count(code) for code in sorted(set(statuses))} }"
                 )
-                    await asyncio.sleep(0.1)
 
                 # The websocket goes on (a short reply window per try: an input in flight
                 # through the killed node is lost with it, as any core NATS message).
