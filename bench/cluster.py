@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -131,10 +132,18 @@ async def one_run(root: Path, victim: str) -> dict[str, float]:
                             return time.monotonic() - killed
                         await asyncio.sleep(0.05)
 
-                ws_s, reads_s, writes_s = await asyncio.wait_for(
-                    asyncio.gather(websocket(), reads(), writes()), 120
-                )
-        return {"websocket": ws_s, "reads": reads_s, "writes": writes_s}
+                polls = {
+                    "websocket": asyncio.ensure_future(websocket()),
+                    "reads": asyncio.ensure_future(reads()),
+                    "writes": asyncio.ensure_future(writes()),
+                }
+                await asyncio.wait(polls.values(), timeout=120)
+                late = [name for name, task in polls.items() if not task.done()]
+                for task in polls.values():
+                    task.cancel()
+                if late:
+                    raise RuntimeError(f"not recovered within 120 s: {late} (logs in {root})")
+        return {name: task.result() for name, task in polls.items()}
     finally:
         services.stop_all()
         cluster.stop()
@@ -148,12 +157,14 @@ def p95(values: list[float]) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument("--victim", choices=ROLES, help="always this case (default: in turn)")
     args = parser.parse_args()
     results: list[dict[str, float]] = []
     for run in range(args.runs):
-        victim = ROLES[run % len(ROLES)]
-        with tempfile.TemporaryDirectory(prefix="kb-cluster-bench-") as tmp:
-            times = await one_run(Path(tmp), victim)
+        victim = args.victim or ROLES[run % len(ROLES)]
+        tmp = Path(tempfile.mkdtemp(prefix="kb-cluster-bench-"))
+        times = await one_run(tmp, victim)  # kept for its logs if it fails
+        shutil.rmtree(tmp, ignore_errors=True)
         results.append(times)
         print(
             f"run {run + 1} (registry leader = {victim}'s node): websocket "

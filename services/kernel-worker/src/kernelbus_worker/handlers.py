@@ -144,6 +144,8 @@ class Handlers:
             # bus: resend what the replica may have missed meanwhile.
             since = max(again.attached_at, self.liveness.last_seen.get(again.api_instance, 0.0))
             kernel.resume_for(command.conn_id, since)
+            # At once (no task): nothing may expire the new hold before its catch-up began.
+            await kernel.catch_up(command.conn_id)
         for stale in replaced:
             if stale.conn_id == command.conn_id:
                 continue

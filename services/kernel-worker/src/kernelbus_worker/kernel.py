@@ -577,6 +577,8 @@ class ManagedKernel:
         if hold is None or self.bus_down:
             return
         for conn_id in list(hold.cursors):
+            if conn_id in self._catching_up:
+                continue  # it came back and is being sent its share right now
             owed = hold.abandon(conn_id)
             session_id = self._forget_connection(conn_id)
             self.log.warning("connection %s did not come back after the bus outage", conn_id)
@@ -587,7 +589,8 @@ class ManagedKernel:
                         self.buffer.add(frame)
         if hold.dropped:
             self.log.warning("%d held messages were dropped (hold limits)", hold.dropped)
-        self.hold = None
+        if not hold.waiting:
+            self.hold = None
 
     def _end_hold_if_done(self) -> None:
         if self.hold is not None and not self.hold.waiting and not self.bus_down:
