@@ -42,7 +42,7 @@ async def answer_pings(
         if msg.data:
             try:
                 ids = json.loads(msg.data).get("reattach", [])
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 return
             if isinstance(ids, list):
                 reattach([str(i) for i in ids])
