@@ -127,3 +127,23 @@ async def test_unexpected_error_has_no_traceback(client: httpx.AsyncClient) -> N
     assert "secret internals" not in response.text
     assert "Traceback" not in response.text
     assert set(response.json()) == {"message", "reason"}
+
+
+async def test_every_503_says_when_to_retry() -> None:
+    transport = httpx.ASGITransport(app=_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        unavailable = await client.get("/domain/bus_unavailable")
+        not_found = await client.get("/domain/no_such_kernel")
+    assert unavailable.status_code == 503
+    assert unavailable.headers["Retry-After"] == errors.RETRY_AFTER
+    assert unavailable.json()["message"] == "message for bus_unavailable"
+    assert "Retry-After" not in not_found.headers
+
+
+def test_a_jetstream_timeout_on_a_connected_bus_is_unavailability_not_a_timeout() -> None:
+    import nats.errors
+
+    from kernelbus import bus
+
+    assert bus.translate(nats.errors.TimeoutError(), connected=True).code == "bus_unavailable"
+    assert bus.translate(nats.errors.TimeoutError(), connected=False).code == "bus_unavailable"

@@ -120,3 +120,16 @@ def test_recent_frames_are_bounded_in_bytes() -> None:
     recent.add("c", b"abc", now=0)
     recent.add("c", b"def", now=1)
     assert recent.since(0) == [(1, "c", b"def")]
+
+
+def test_hold_end_counts_dropped_frames_so_a_new_cursor_skips_what_is_held() -> None:
+    from kernelbus_worker.routing import Hold
+
+    hold = Hold({}, max_messages=2, max_bytes=1_000)
+    for frame in (b"a", b"b", b"c"):
+        hold.add(None, frame)
+    assert hold.dropped == 1
+    assert hold.end == 3
+    hold.cursors["late"] = hold.end
+    hold.add("late", b"d")
+    assert hold.take("late") == [b"d"]

@@ -364,6 +364,10 @@ async def request(
 
 
 UNAVAILABLE = "the message bus (NATS) is unavailable; retry shortly"
+JETSTREAM_UNAVAILABLE = (
+    "the kernel registry (NATS JetStream) is not answering, e.g. while a new leader is being "
+    "elected after a NATS node was lost; retry shortly"
+)
 
 
 def translate(exc: nats.errors.Error, connected: bool) -> KernelbusError:
@@ -377,7 +381,9 @@ def translate(exc: nats.errors.Error, connected: bool) -> KernelbusError:
     if isinstance(exc, nats.errors.MaxPayloadError):
         return PayloadTooLarge(str(exc))
     if connected and isinstance(exc, nats.errors.TimeoutError):
-        return BusTimeout("no answer from NATS in time")
+        # Callers of `translate` reach JetStream (KV, streams): connected and no answer means
+        # the stream has no leader (a cluster lost a node and is electing one, seconds).
+        return BusUnavailable(JETSTREAM_UNAVAILABLE)
     unavailable = (
         nats.errors.ConnectionClosedError,
         nats.errors.ConnectionReconnectingError,
@@ -431,6 +437,13 @@ async def _answer(
         return await handler(command, msg)
     except KernelbusError as exc:
         return CommandError(code=exc.code, message=exc.message)
+    except nats.errors.Error as exc:
+        # JetStream (a registry write) unavailable, e.g. while a cluster elects a new stream
+        # leader after losing a node: the typed error (503), not an internal one.
+        client = getattr(msg, "_client", None)
+        error = translate(exc, bool(getattr(client, "is_connected", True)))
+        log.warning("command on %s: bus error %r", msg.subject, exc)
+        return CommandError(code=error.code, message=error.message)
     except Exception as exc:
         log.exception("command on %s failed", msg.subject)
         return CommandError(code="internal", message=f"internal error: {exc}")

@@ -27,31 +27,33 @@ from kernelbus_api.state import AppState
 
 
 async def answer_pings(
-    nc: Client, api_instance: str, open_conn_ids: Callable[[], set[str]] = set
+    nc: Client, api_instance: str, reattach: Callable[[list[str]], None] = lambda ids: None
 ) -> None:
     """Workers ping each api replica that holds websockets: no responder means it died, and
     they start keeping its clients' output for their reconnect (see kernelbus_worker.liveness).
 
-    A ping that names connections (`{"conn_ids": [...]}`) is answered with those of them whose
-    websocket is open here (`{"open": [...]}`): a worker that reconnected while this replica
-    did not resumes exactly those (ADR 0016); an empty ping gets an empty answer."""
+    A worker back from its own reconnect asks with `{"reattach": [conn_id, ...]}`: those of
+    its connections that are still open are re-attached, so it sends what it held for them
+    (this replica may never have lost the bus: in a cluster only the worker's node died).
+    """
 
     async def pong(msg: Msg) -> None:
-        try:
-            asked = {str(c) for c in json.loads(msg.data)["conn_ids"]} if msg.data else None
-        except (ValueError, TypeError, KeyError):
-            asked = None
-        if asked is None:
-            await msg.respond(b"")
-            return
-        await msg.respond(json.dumps({"open": sorted(asked & open_conn_ids())}).encode())
+        await msg.respond(b"")
+        if msg.data:
+            try:
+                ids = json.loads(msg.data).get("reattach", [])
+            except (ValueError, AttributeError, RecursionError):
+                return
+            if isinstance(ids, list):
+                reattach([str(i) for i in ids])
 
     await nc.subscribe(subjects.api_ping(api_instance), cb=pong)
 
 
-def _open_conn_ids(app: FastAPI) -> set[str]:
-    hub = getattr(app.state, "kb_channels", None)
-    return {c.conn_id for c in hub.open_connections} if hub is not None else set()
+def _reattach(app: FastAPI, conn_ids: list[str]) -> None:
+    hub = getattr(app.state, "kb_channels", None)  # created with the first websocket
+    if hub is not None:
+        hub.reattach(conn_ids)
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -78,7 +80,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.kb = AppState(
             settings, nc, js, registry, kernel_manager, session_manager, connectivity
         )
-        await answer_pings(nc, settings.api_instance, lambda: _open_conn_ids(app))
+        await answer_pings(nc, settings.api_instance, lambda ids: _reattach(app, ids))
         try:
             yield
         finally:

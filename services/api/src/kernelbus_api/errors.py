@@ -45,12 +45,20 @@ def error_body(status: int, message: str = "", reason: str | None = None) -> dic
     return {"message": message, "reason": reason or HTTPStatus(status).phrase}
 
 
+RETRY_AFTER = "1"
+"""Seconds a 503 tells the client to wait (`Retry-After`): outages and NATS leader elections
+last seconds, and the client's retry finds the bus back as soon as it is."""
+
+
 def error_response(
     status: int,
     message: str = "",
     reason: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
+    """Every 503 carries `Retry-After`: whatever was unavailable is expected back shortly."""
+    if status == 503 and not any(k.lower() == "retry-after" for k in headers or {}):
+        headers = {**(headers or {}), "Retry-After": RETRY_AFTER}
     return JSONResponse(error_body(status, message, reason), status_code=status, headers=headers)
 
 

@@ -137,7 +137,15 @@ class Handlers:
             kernel.detach(command.conn_id)
             return KernelReply(kernel=kernel.record)
         replaced = kernel.same_session(command.session_id)
+        again = next((a for a in replaced if a.conn_id == command.conn_id), None)
         owed = kernel.attach(command.conn_id, command.session_id, command.api_instance)
+        if again is not None and not kernel.waiting_for(command.conn_id):
+            # Re-attached after its replica's own reconnect, while this worker stayed on the
+            # bus: resend what the replica may have missed meanwhile.
+            since = max(again.attached_at, self.liveness.last_seen.get(again.api_instance, 0.0))
+            kernel.resume_for(command.conn_id, since)
+            # At once (no task): nothing may expire the new hold before its catch-up began.
+            await kernel.catch_up(command.conn_id)
         for stale in replaced:
             if stale.conn_id == command.conn_id:
                 continue

@@ -73,8 +73,8 @@ class ManagedKernel:
         self._conn_sessions: OrderedDict[str, str] = OrderedDict()
         self.buffer: ReplayBuffer | None = None
         self.hold: Hold | None = None
-        self._catching_up: dict[str, asyncio.Lock] = {}
         self.bus_down = False
+        self._catching_up: set[str] = set()
         self.spec_env: dict[str, str] = {}
         self.dirty = True
         self.busy_with_lifecycle = False
@@ -520,7 +520,7 @@ class ManagedKernel:
                 self.hold.add(target, frame)
             start = 0
         else:
-            start = len(self.hold.frames)
+            start = self.hold.end
         for conn_id in self.connections:
             self.hold.cursors.setdefault(conn_id, start)
         self.log.warning(
@@ -535,25 +535,44 @@ class ManagedKernel:
 
     async def catch_up(self, conn_id: str) -> int:
         """Send a re-attached connection what was held for it, in order; then it is live.
-        One catch-up per connection at a time (a re-attach and the worker's own check after
-        its reconnect may both ask), so the held messages go out in order."""
-        async with self._catching_up.setdefault(conn_id, asyncio.Lock()):
-            return await self._catch_up(conn_id)
 
-    async def _catch_up(self, conn_id: str) -> int:
+        One catch-up per connection at a time: the worker (after its own reconnect) and the
+        api replica (re-attaching after its reconnect) may both start one, and two loops
+        taking turns would interleave their batches out of order."""
+        if conn_id in self._catching_up:
+            return 0
+        self._catching_up.add(conn_id)
         sent = 0
-        while self.hold is not None and self.hold.waiting_for(conn_id) and not self.bus_down:
-            frames = self.hold.take(conn_id)
-            if not frames:  # nothing new since the last take: release with no await between
-                self.hold.release(conn_id)
-                self._end_hold_if_done()
-                break
-            for frame in frames:
-                await self._publish(subjects.connection(conn_id), frame)
-            sent += len(frames)
+        try:
+            while self.hold is not None and self.hold.waiting_for(conn_id) and not self.bus_down:
+                frames = self.hold.take(conn_id)
+                if not frames:  # nothing new since the last take: release with no await between
+                    self.hold.release(conn_id)
+                    self._end_hold_if_done()
+                    break
+                for frame in frames:
+                    await self._publish(subjects.connection(conn_id), frame)
+                sent += len(frames)
+        finally:
+            self._catching_up.discard(conn_id)
         if sent:
             self.log.info("sent %d messages held during the bus outage to %s", sent, conn_id)
         return sent
+
+    def resume_for(self, conn_id: str, since: float) -> None:
+        """Its api replica re-attached `conn_id` after that replica's own reconnect, while this
+        worker stayed connected (in a NATS cluster one node's loss cuts off only the clients
+        on it): what was published to it meanwhile found no subscriber. Hold output for it,
+        seeded with what was sent to it since `since` (its replica's last ping answer), so
+        that `catch_up` resends that in order before it goes live again; the api drops what
+        it already delivered (by msg_id)."""
+        if conn_id not in self.connections or self.waiting_for(conn_id):
+            return
+        if self.hold is None:
+            self.hold = Hold({}, self.settings.replay_max_messages, self.settings.replay_max_bytes)
+        self.hold.cursors[conn_id] = self.hold.end
+        for frame in self.sent_to(conn_id, since):
+            self.hold.add(conn_id, frame)
 
     def expire_hold(self) -> None:
         """Connections not re-attached since the bus came back: their replica is gone. Their
@@ -562,6 +581,8 @@ class ManagedKernel:
         if hold is None or self.bus_down:
             return
         for conn_id in list(hold.cursors):
+            if conn_id in self._catching_up:
+                continue  # it came back and is being sent its share right now
             owed = hold.abandon(conn_id)
             session_id = self._forget_connection(conn_id)
             self.log.warning("connection %s did not come back after the bus outage", conn_id)
@@ -572,7 +593,8 @@ class ManagedKernel:
                         self.buffer.add(frame)
         if hold.dropped:
             self.log.warning("%d held messages were dropped (hold limits)", hold.dropped)
-        self.hold = None
+        if not hold.waiting:
+            self.hold = None
 
     def _end_hold_if_done(self) -> None:
         if self.hold is not None and not self.hold.waiting and not self.bus_down:

@@ -22,7 +22,6 @@ import nats.errors
 from nats.aio.client import Client
 
 from kernelbus import bus, subjects
-from kernelbus_worker.kernel import ManagedKernel
 from kernelbus_worker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -66,6 +65,27 @@ class ApiLiveness:
         for gone in set(self.last_seen) - instances:
             del self.last_seen[gone]
 
+    async def resume_held(self) -> None:
+        """After this worker's own reconnect: ask each api replica with connections this
+        worker holds output for to re-attach them (`subjects.api_ping` with a
+        `{"reattach": [conn_id, ...]}` payload). In a NATS cluster the lost node may have been
+        the worker's only: such a replica stayed connected, so it would never re-attach by
+        itself, and its websockets would wait until the hold expired. A replica re-attaches
+        only the connections it still has open (the hold of a closed one expires into its
+        session's replay buffer, as before); one that does not answer is reconnecting too (it
+        re-attaches everything itself) or gone (judged later)."""
+        waiting: dict[str, list[str]] = {}
+        for kernel in list(self.supervisor.kernels.values()):
+            for attached in list(kernel.attached.values()):
+                if attached.api_instance and kernel.waiting_for(attached.conn_id):
+                    waiting.setdefault(attached.api_instance, []).append(attached.conn_id)
+        for instance, conn_ids in waiting.items():
+            payload = json.dumps({"reattach": conn_ids}).encode()
+            try:
+                await self.nc.request(subjects.api_ping(instance), payload, timeout=self.timeout)
+            except nats.errors.Error as exc:
+                log.info("api %s not asked to re-attach (%s)", instance, type(exc).__name__)
+
     async def alive(self, instance: str) -> bool:
         """False only when the replica is certainly gone (no responder); slow counts as alive."""
         asked = time.monotonic()
@@ -77,40 +97,6 @@ class ApiLiveness:
             return True
         self.last_seen[instance] = asked
         return True
-
-    async def resume_held(self) -> None:
-        """Right after this worker's own reconnect: a held connection whose api replica says
-        its websocket is open was not cut off with this worker (in a NATS cluster only this
-        worker's node may have gone), so it will never re-attach; it gets what was held for
-        it now, in order, and is live again (the api drops what it already delivered, by
-        msg_id). Connections closed meanwhile, and replicas not answering yet, are left to
-        the usual path: re-attach when they are back, or expire into the session's buffer."""
-        held: dict[str, list[tuple[ManagedKernel, str]]] = {}
-        for kernel in list(self.supervisor.kernels.values()):
-            for attached in list(kernel.attached.values()):
-                if attached.api_instance and kernel.waiting_for(attached.conn_id):
-                    held.setdefault(attached.api_instance, []).append((kernel, attached.conn_id))
-        for instance, conns in held.items():
-            still_open = await self._open_at(instance, [conn_id for _, conn_id in conns])
-            for kernel, conn_id in conns:
-                if conn_id in still_open:
-                    sent = await kernel.catch_up(conn_id)
-                    kernel.log.info(
-                        "api %s stayed connected: resumed %s (%d held messages)",
-                        instance,
-                        conn_id,
-                        sent,
-                    )
-
-    async def _open_at(self, instance: str, conn_ids: list[str]) -> set[str]:
-        """Which of `conn_ids` the replica says are open; none when it cannot say now."""
-        ask = json.dumps({"conn_ids": conn_ids}).encode()
-        try:
-            answer = await self.nc.request(subjects.api_ping(instance), ask, timeout=self.timeout)
-            self.last_seen[instance] = time.monotonic()
-            return {str(c) for c in json.loads(answer.data)["open"]}
-        except (nats.errors.Error, ValueError, TypeError, KeyError):
-            return set()  # gone, slow, or an older replica that answers only b""
 
     async def _check(self, instance: str) -> None:
         if not await self.alive(instance):

@@ -142,6 +142,12 @@ class Hold:
             self._base += 1
             self.dropped += 1
 
+    @property
+    def end(self) -> int:
+        """The cursor just past the last frame held (cursors count from the first frame
+        ever held, dropped ones included)."""
+        return self._base + len(self.frames)
+
     def take(self, conn_id: str) -> list[bytes]:
         """The frames for `conn_id` not taken yet, in order; advances its cursor."""
         start = max(self.cursors.get(conn_id, 0), self._base)

@@ -57,14 +57,14 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     async def bus_lost() -> None:
         supervisor.bus_lost(liveness.last_seen)
 
-    resuming: set[asyncio.Task[None]] = set()
+    resumes: set[asyncio.Task[None]] = set()
 
     async def bus_back() -> None:
         supervisor.bus_back()
-        # Not inside nats-py's reconnect callback: the pings need the reconnected client.
-        task = asyncio.get_running_loop().create_task(liveness.resume_held())
-        resuming.add(task)
-        task.add_done_callback(resuming.discard)
+        # Not awaited here: the hook runs inside nats-py's reconnect, and pings take time.
+        task = asyncio.create_task(liveness.resume_held())
+        resumes.add(task)
+        task.add_done_callback(resumes.discard)
 
     connectivity.on_disconnected.append(bus_lost)
     connectivity.on_reconnected.append(bus_back)

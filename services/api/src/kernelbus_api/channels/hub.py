@@ -44,6 +44,7 @@ class Hub:
     open_connections: set[Connection] = field(default_factory=set)
     _seen_by_session: dict[str, tuple[float, SeenIds]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _reattaching: set[str] = field(default_factory=set)
 
     @classmethod
     def create(cls, state: AppState) -> Hub:
@@ -66,11 +67,29 @@ class Hub:
         """Re-attach every open websocket (nats-py re-created the subscriptions): the worker
         then sends what it held for it during the outage, and held input goes out."""
         for conn in list(self.open_connections):
-            task = asyncio.create_task(self._reattach(conn))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start_reattach(conn)
+
+    def reattach(self, conn_ids: list[str]) -> None:
+        """A worker back from its own reconnect holds output for these connections: those
+        still open here are re-attached (the worker then sends what it held)."""
+        wanted = set(conn_ids)
+        for conn in list(self.open_connections):
+            if conn.conn_id in wanted and conn.conn_id not in self._reattaching:
+                self._start_reattach(conn)
+
+    def _start_reattach(self, conn: Connection) -> None:
+        task = asyncio.create_task(self._reattach(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _reattach(self, conn: Connection) -> None:
+        self._reattaching.add(conn.conn_id)
+        try:
+            await self._reattach_once(conn)
+        finally:
+            self._reattaching.discard(conn.conn_id)
+
+    async def _reattach_once(self, conn: Connection) -> None:
         deadline = asyncio.get_running_loop().time() + REATTACH_FOR
         while not conn.closing and conn in self.open_connections:
             if not self.state.connectivity.connected:
