@@ -132,7 +132,7 @@ class Gateway:
     url: str
     token: str
     cpu_pids: Callable[[], dict[str, list[int]]]
-    pooled: Callable[[], Awaitable[int | None]] | None = None
+    pooled: Callable[[], Awaitable[tuple[int | None, int | None]]] | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -156,6 +156,10 @@ class Gateway:
             max_size=None,
             compression=None,
             open_timeout=120,
+            # No client pings: a ping answered while the server waits to drain a large frame
+            # trips an assertion in the websockets legacy protocol uvicorn runs (the socket
+            # closes with 1011; found by this bench, ADR 0015).
+            ping_interval=None,
         ) as ws:
             if v1 and ws.subprotocol != V1_PROTOCOL:
                 raise RuntimeError(f"{self.name} did not select the v1 protocol")
@@ -228,30 +232,6 @@ def check_display(seen: list[Msg], size: int) -> None:
         raise RuntimeError(f"display_data of {size} bytes not received intact")
 
 
-async def timed(n: int, once: Callable[[], Awaitable[object]], warmup: int = 10) -> list[float]:
-    for _ in range(warmup):
-        await once()
-    samples = []
-    for _ in range(n):
-        began = time.perf_counter()
-        await once()
-        samples.append((time.perf_counter() - began) * 1000)
-    return samples
-
-
-async def big_messages(execute: Callable[[str], Awaitable[list[Msg]]], n: int) -> dict[str, Any]:
-    out = {}
-    for label, size in BIG.items():
-        samples = []
-        for _ in range(n + 1):
-            began = time.perf_counter()
-            seen = await execute(display_code(size))
-            samples.append((time.perf_counter() - began) * 1000)
-            check_display(seen, size)
-        out[label] = percentiles(samples[1:])  # the first one warms the kernel's string cache
-    return out
-
-
 def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     total = {}
     for role, numbers in pids.items():
@@ -264,12 +244,14 @@ def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     return total
 
 
-async def concurrent_round_trips(
-    executes: list[Callable[[str], Awaitable[list[Msg]]]], rounds: int
-) -> dict[str, float]:
+Execute = Callable[[str], Awaitable[list[Msg]]]
+
+
+async def concurrent_round_trips(executes: list[Execute], rounds: int) -> list[float]:
+    """Every client runs `rounds` round trips at once (after 3 each to warm up)."""
     gate = asyncio.Event()
 
-    async def client(execute: Callable[[str], Awaitable[list[Msg]]]) -> list[float]:
+    async def client(execute: Execute) -> list[float]:
         for _ in range(3):
             await execute("1+1")
         await gate.wait()
@@ -284,63 +266,147 @@ async def concurrent_round_trips(
     await asyncio.sleep(0.5)
     gate.set()
     results = await asyncio.gather(*tasks)
-    return percentiles([s for r in results for s in r])
+    return [s for r in results for s in r]
 
 
-async def gateway_figures(gw: Gateway, args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    async with gw.http() as http:
-        kernel_id, _ = await gw.ready_kernel(http)
-        async with gw.socket(kernel_id, v1=True) as client:
-            before = cpu_seconds(gw.cpu_pids())
-            samples = await timed(args.n, lambda: client.execute("1+1"))
-            after = cpu_seconds(gw.cpu_pids())
-            out["roundtrip_ms"] = percentiles(samples)
-            out["cpu_s_per_1000_roundtrips"] = {
-                role: (after[role] - before.get(role, 0.0)) * 1000 / (args.n + 10) for role in after
+async def sample(execute: Execute, code: str) -> tuple[float, list[Msg]]:
+    began = time.perf_counter()
+    seen = await execute(code)
+    return (time.perf_counter() - began) * 1000, seen
+
+
+async def interleaved(
+    gws: dict[str, Gateway], args: argparse.Namespace, out: dict[str, dict[str, Any]]
+) -> None:
+    """Round trips and large messages, one sample of each side in turn (A B C A B C ...), so
+    that the shared machine's changing load falls on every side alike."""
+    async with contextlib.AsyncExitStack() as stack:
+        v1: dict[str, Execute] = {}
+        legacy: dict[str, Execute] = {}
+        for name, gw in gws.items():
+            http = await stack.enter_async_context(gw.http())
+            for table, is_v1 in ((v1, True), (legacy, False)):  # a kernel per socket
+                kernel_id, _ = await gw.ready_kernel(http)
+                stack.push_async_callback(http.delete, f"/api/kernels/{kernel_id}")
+                client = await stack.enter_async_context(gw.socket(kernel_id, v1=is_v1))
+                table[name] = client.execute
+        if not args.profile:
+            clients, _ = await stack.enter_async_context(direct_kernels(1))
+            kc = clients[0]
+            v1["direct"] = legacy["direct"] = lambda code: zmq_execute(kc, code)
+
+        for execute in v1.values():
+            for _ in range(10):
+                await execute("1+1")
+        rt: dict[str, list[float]] = {name: [] for name in v1}
+        before = {name: cpu_seconds(gw.cpu_pids()) for name, gw in gws.items()}
+        for _ in range(args.n):
+            for name, execute in v1.items():
+                rt[name].append((await sample(execute, "1+1"))[0])
+        after = {name: cpu_seconds(gw.cpu_pids()) for name, gw in gws.items()}
+        for name, samples in rt.items():
+            out[name]["roundtrip_ms"] = percentiles(samples)
+        for name in gws:
+            cpu = {
+                role: (seconds - before[name].get(role, 0.0)) * 1000 / args.n
+                for role, seconds in after[name].items()
             }
-            out["cpu_s_per_1000_roundtrips"]["total"] = sum(
-                out["cpu_s_per_1000_roundtrips"].values()
-            )
-            if args.profile:
-                with profiling(gw, args.profile, "20MB"):
-                    for _ in range(3):
-                        check_display(await client.execute(display_code(20_000_000)), 20_000_000)
-            out["display_v1_ms"] = await big_messages(client.execute, args.big)
-        async with gw.socket(kernel_id, v1=False) as client:
-            out["display_legacy_ms"] = await big_messages(client.execute, args.big)
-        await http.delete(f"/api/kernels/{kernel_id}")
+            cpu["total"] = sum(cpu.values())
+            out[name]["cpu_s_per_1000_roundtrips"] = cpu
 
-        if gw.pooled is not None:
-            warm = []
-            for _ in range(args.warm):
-                await wait_pool(gw, 1)
-                kernel_id, seconds = await gw.ready_kernel(http)
-                warm.append(seconds * 1000)
-                await http.delete(f"/api/kernels/{kernel_id}")
-            out["warm_start_ms"] = percentiles(warm)
+        if args.profile:
+            with profiling(gws["kernelbus"], args.profile, "20MB"):
+                for _ in range(3):
+                    check_display(await v1["kernelbus"](display_code(20_000_000)), 20_000_000)
+        for label, size in BIG.items():
+            code = display_code(size)
+            got: dict[tuple[str, str], list[float]] = {}
+            for i in range(args.big + 1):  # the first round warms the kernels' string cache
+                for proto, table in (("v1", v1), ("legacy", legacy)):
+                    for name, execute in table.items():
+                        if name == "direct" and proto == "legacy":
+                            continue
+                        ms, seen = await sample(execute, code)
+                        check_display(seen, size)
+                        if i:
+                            got.setdefault((name, proto), []).append(ms)
+            for (name, proto), samples in got.items():
+                key = "display_ms" if name == "direct" else f"display_{proto}_ms"
+                out[name].setdefault(key, {})[label] = percentiles(samples)
 
-        out["burst_1"], ids = await burst(gw, http)
-        async with contextlib.AsyncExitStack() as stack:
+
+async def bursts_and_clients(
+    gws: dict[str, Gateway], args: argparse.Namespace, out: dict[str, dict[str, Any]]
+) -> None:
+    """20 concurrent starts on each side in turn; then 20 clients on those 20 kernels, the
+    sides taking turns in blocks; then (gateways) a second burst after the first one."""
+    async with contextlib.AsyncExitStack() as stack:
+        executes: dict[str, list[Execute]] = {}
+        https = {name: await stack.enter_async_context(gw.http()) for name, gw in gws.items()}
+        for name, gw in gws.items():
+            figures, ids = await burst(gw, https[name])
+            out[name]["burst_1"] = figures
+            for kernel_id in ids:
+                stack.push_async_callback(https[name].delete, f"/api/kernels/{kernel_id}")
             clients = [await stack.enter_async_context(gw.socket(k, v1=True)) for k in ids]
-            execute = [c.execute for c in clients]
-            if args.profile:
-                with profiling(gw, args.profile, "20clients"):
-                    await concurrent_round_trips(execute, args.rounds)
-            out["clients_20_ms"] = await concurrent_round_trips(execute, args.rounds)
-        await asyncio.gather(*(http.delete(f"/api/kernels/{k}") for k in ids))
-        if gw.pooled is not None:
+            executes[name] = [c.execute for c in clients]
+        if not args.profile:
             began = time.perf_counter()
-            pooled = await wait_pool(gw, CLIENTS, timeout=args.refill_wait)
-            out["pool_before_burst_2"] = {
-                "kernels": pooled,
-                "waited_s": time.perf_counter() - began,
+            kcs, times = await stack.enter_async_context(direct_kernels(CLIENTS))
+            out["direct"]["burst"] = {
+                "all_ready_ms": (time.perf_counter() - began) * 1000,
+                **without_n(percentiles([t * 1000 for t in times])),
             }
-        else:
-            await asyncio.sleep(5)
-        out["burst_2"], ids = await burst(gw, http)
-        await asyncio.gather(*(http.delete(f"/api/kernels/{k}") for k in ids))
-    return out
+            executes["direct"] = [
+                (lambda code, kc=kc: zmq_execute(kc, code))  # type: ignore[misc]
+                for kc in kcs
+            ]
+        if args.profile:
+            with profiling(gws["kernelbus"], args.profile, "20clients"):
+                await concurrent_round_trips(executes["kernelbus"], args.rounds)
+        got: dict[str, list[float]] = {name: [] for name in executes}
+        blocks = 3
+        for _ in range(blocks):
+            for name, execute in executes.items():
+                got[name] += await concurrent_round_trips(execute, max(1, args.rounds // blocks))
+        for name, samples in got.items():
+            out[name]["clients_20_ms"] = percentiles(samples)
+
+    for name, gw in gws.items():
+        async with gw.http() as http:
+            if gw.pooled is not None:
+                began = time.perf_counter()
+                pooled = await wait_pool(gw, CLIENTS, timeout=args.refill_wait)
+                out[name]["pool_before_burst_2"] = {
+                    "kernels": pooled,
+                    "waited_s": time.perf_counter() - began,
+                }
+            out[name]["burst_2"], ids = await burst(gw, http)
+            await asyncio.gather(*(http.delete(f"/api/kernels/{k}") for k in ids))
+
+
+async def warm_starts(gw: Gateway, args: argparse.Namespace) -> dict[str, Any]:
+    """Sequential starts, each once the pool is at its target (no refill in progress)."""
+    warm = []
+    async with gw.http() as http:
+        for _ in range(args.warm):
+            await wait_pool(gw, None)
+            kernel_id, seconds = await gw.ready_kernel(http)
+            warm.append(seconds * 1000)
+            await http.delete(f"/api/kernels/{kernel_id}")
+    return percentiles(warm)
+
+
+async def direct_starts(n: int) -> dict[str, float]:
+    starts = []
+    for _ in range(n):
+        async with direct_kernels(1) as (_, times):
+            starts.append(times[0] * 1000)
+    return percentiles(starts)
+
+
+def without_n(figures: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in figures.items() if k != "n"}
 
 
 async def burst(gw: Gateway, http: httpx.AsyncClient) -> tuple[dict[str, Any], list[str]]:
@@ -348,42 +414,22 @@ async def burst(gw: Gateway, http: httpx.AsyncClient) -> tuple[dict[str, Any], l
     results = await asyncio.gather(*(gw.ready_kernel(http) for _ in range(CLIENTS)))
     figures = {
         "all_ready_ms": (time.perf_counter() - began) * 1000,
-        **{k: v for k, v in percentiles([s * 1000 for _, s in results]).items() if k != "n"},
+        **without_n(percentiles([s * 1000 for _, s in results])),
     }
     return figures, [k for k, _ in results]
 
 
-async def wait_pool(gw: Gateway, want: int, timeout: float = 120) -> int:
-    """Wait until the gateway's pool holds `want` kernels (or `timeout`); what it holds."""
+async def wait_pool(gw: Gateway, want: int | None, timeout: float = 120) -> int:
+    """Wait until the gateway's pool holds `want` kernels (None: its own target), or for
+    `timeout`; return what it holds."""
     assert gw.pooled is not None
     deadline = time.monotonic() + timeout
     while True:
-        have = await gw.pooled() or 0
-        if have >= want or time.monotonic() > deadline:
-            return have
+        have, target = await gw.pooled()
+        goal = target if want is None else want
+        if (have or 0) >= (goal or 0) or time.monotonic() > deadline:
+            return have or 0
         await asyncio.sleep(0.1)
-
-
-async def direct_figures(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    async with direct_kernels(1) as (clients, _):
-        kc = clients[0]
-        out["roundtrip_ms"] = percentiles(await timed(args.n, lambda: zmq_execute(kc, "1+1")))
-        out["display_ms"] = await big_messages(lambda code: zmq_execute(kc, code), args.big)
-    starts = []
-    for _ in range(args.warm):
-        async with direct_kernels(1) as (_, times):
-            starts.append(times[0] * 1000)
-    out["start_ms"] = percentiles(starts)
-    began = time.perf_counter()
-    async with direct_kernels(CLIENTS) as (clients, times):
-        out["burst"] = {
-            "all_ready_ms": (time.perf_counter() - began) * 1000,
-            **{k: v for k, v in percentiles([t * 1000 for t in times]).items() if k != "n"},
-        }
-        execute = [lambda code, kc=kc: zmq_execute(kc, code) for kc in clients]
-        out["clients_20_ms"] = await concurrent_round_trips(execute, args.rounds)
-    return out
 
 
 # --- the two gateways' processes ---------------------------------------------------------------
@@ -419,21 +465,27 @@ async def kernelbus(root: Path, env: dict[str, str]) -> AsyncIterator[Gateway]:
         root / "kernelbus",
         token="bench-token",
         extra_env={
-            **env,
             "KERNELBUS_LIMIT_RATE": "false",
             "KERNELBUS_WORKER_METRICS_PORT": str(metrics_port),
             "KERNELBUS_LOG_LEVEL": "WARNING",
+            # A burst of 20 may grow the warm pool to 20 (the default maximum is 10).
+            "KERNELBUS_WORKER_POOL_MAX": str(CLIENTS),
+            **env,
         },
     )
 
-    async def pooled() -> int | None:
+    async def pooled() -> tuple[int | None, int | None]:
+        """The worker's pooled kernels and pool target, from its /metrics."""
         async with httpx.AsyncClient(timeout=10) as http:
             try:
                 text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
             except httpx.HTTPError:
-                return None
-        match = re.search(r"^kernelbus_worker_pooled_kernels (\S+)$", text, re.M)
-        return int(float(match.group(1))) if match else None
+                return None, None
+        found = []
+        for series in ("kernelbus_worker_pooled_kernels", "kernelbus_worker_pool_target"):
+            match = re.search(rf"^{series} (\S+)$", text, re.M)
+            found.append(int(float(match.group(1))) if match else None)
+        return found[0], found[1]
 
     try:
         run.start()
@@ -479,7 +531,8 @@ async def kernel_gateway(root: Path, env: dict[str, str]) -> AsyncIterator[Gatew
             if process.poll() is not None:
                 raise RuntimeError(f"kernel gateway exited: {(root / 'kg.log').read_text()}")
             try:
-                return httpx.get(f"{url}/api", timeout=2).status_code == 200
+                headers = {"Authorization": f"token {token}"}
+                return httpx.get(f"{url}/api", headers=headers, timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
 
@@ -652,18 +705,39 @@ async def main() -> None:
     os.environ.update(isolation)
     only = args.only.split(",")
     result: dict[str, Any] = {"load_average_at_start": os.getloadavg()}
-    if "direct" in only and not args.profile:
-        result["direct"] = await direct_figures(args)
-        print("direct done", file=sys.stderr, flush=True)
-    if "kernelbus" in only:
-        extra = dict(item.split("=", 1) for item in args.env)
-        async with kernelbus(root, extra) as gw:
-            result["kernelbus"] = await gateway_figures(gw, args)
-        print("kernelbus done", file=sys.stderr, flush=True)
-    if "kernel_gateway" in only and not args.profile:
-        async with kernel_gateway(root, isolation) as gw:
-            result["kernel_gateway"] = await gateway_figures(gw, args)
-        print("kernel gateway done", file=sys.stderr, flush=True)
+    out: dict[str, dict[str, Any]] = {name: {} for name in only if name != "direct"}
+    if not args.profile:
+        out["direct"] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        gws: dict[str, Gateway] = {}
+        if "kernelbus" in only:
+            extra = dict(item.split("=", 1) for item in args.env)
+            gws["kernelbus"] = await stack.enter_async_context(kernelbus(root, extra))
+        if "kernel_gateway" in only and not args.profile:
+            gws["kernel_gateway"] = await stack.enter_async_context(kernel_gateway(root, isolation))
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("round trips and large messages", lambda: interleaved(gws, args, out)),
+            ("bursts and 20 clients", lambda: bursts_and_clients(gws, args, out)),
+        ]
+        if "kernelbus" in gws:
+
+            async def warm() -> None:
+                out["kernelbus"]["warm_start_ms"] = await warm_starts(gws["kernelbus"], args)
+
+            steps.append(("warm-pool starts", warm))
+        if not args.profile:
+
+            async def starts() -> None:
+                out["direct"]["start_ms"] = await direct_starts(args.warm)
+
+            steps.append(("direct starts", starts))
+        for label, step in steps:
+            try:
+                await step()
+            except Exception as exc:  # the other figures are still worth having
+                result.setdefault("errors", []).append(f"{label}: {exc!r}")
+            print(f"{label} done", file=sys.stderr, flush=True)
+    result.update(out)
     result["load_average_at_end"] = os.getloadavg()
     result["ratios"] = ratios(result)
     print(json.dumps(result, indent=1))

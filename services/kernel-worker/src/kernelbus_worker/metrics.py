@@ -21,6 +21,10 @@ KERNELS_RUNNING = REGISTRY.gauge(
 POOLED_KERNELS = REGISTRY.gauge(
     "kernelbus_worker_pooled_kernels", "Warm-pool kernels ready to be claimed on this worker."
 )
+POOL_TARGET = REGISTRY.gauge(
+    "kernelbus_worker_pool_target",
+    "Warm-pool kernels this worker aims at (configured size, grown by recent starts).",
+)
 KERNEL_STARTS = REGISTRY.counter(
     "kernelbus_worker_kernel_starts_total", "Kernels this worker launched successfully."
 )
