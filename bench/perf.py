@@ -88,12 +88,16 @@ class WsClient:
             await self.ws.send(json.dumps({**msg, "channel": "shell"}))
 
     async def recv(self) -> Msg:
+        """One message, decoded once (as jupyter_client decodes what it receives)."""
         frame = await self.ws.recv()
         if self.v1:
             assert isinstance(frame, bytes)
             _, parts = unpack_v1(frame)
+        elif isinstance(frame, str):
+            msg = json.loads(frame)
+            return msg["header"]["msg_type"], msg["content"], msg["parent_header"]
         else:
-            _, parts = legacy_to_v1(frame)
+            _, parts = legacy_to_v1(frame)  # binary legacy frame: a message with buffers
         header = json.loads(parts[0])
         return header["msg_type"], json.loads(parts[3]), json.loads(parts[1])
 
