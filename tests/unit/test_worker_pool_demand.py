@@ -132,3 +132,47 @@ async def test_a_refill_stops_when_its_kernels_were_all_taken_meanwhile_and_room
 
     await pool.fill(lambda: room[0], lambda: {"python3": 3}, wait_quiet)
     assert fake.launched == 0
+
+
+class FakeFactory:
+    """What WarmStarts needs of the worker's KernelFactory; launches wait for `go`."""
+
+    def __init__(self) -> None:
+        self.settings = type(
+            "S",
+            (),
+            {"pool_max": 10, "pool_demand_window": 60.0, "id": "w", "kernel_info_timeout": 5},
+        )()
+        self.go = asyncio.Event()
+        self.launched = 0
+        self.discarded = 0
+
+    def new(self, record: Any) -> Any:
+        return object()
+
+    async def launch(self, kernel: Any, command: Any, timeout: float) -> None:
+        self.launched += 1
+        await self.go.wait()
+
+    async def discard(self, kernel: Any) -> None:
+        self.discarded += 1
+
+
+async def test_draining_ends_a_refill_after_its_current_launch_and_stops_that_kernel() -> None:
+    from kernelbus_worker.pool import WarmStarts
+
+    factory = FakeFactory()
+    starts = WarmStarts(cast(Any, factory), {"python3": 3}, room=lambda: 10)
+    refill = asyncio.create_task(starts.refill())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert factory.launched == 1  # the first of three, in progress
+    drain = asyncio.create_task(starts.drain())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not drain.done()  # waits for the launch under way
+    factory.go.set()
+    await asyncio.gather(refill, drain)
+    assert factory.launched == 1 and factory.discarded == 1 and len(starts) == 0
+    await starts.refill()  # a periodic refill after the drain starts nothing
+    assert factory.launched == 1

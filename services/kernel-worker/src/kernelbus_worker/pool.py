@@ -123,6 +123,7 @@ class WarmStarts:
         self.demand = PoolDemand(sizes, settings.pool_max, settings.pool_demand_window)
         self.room = room
         self.busy = busy
+        self.closed = False
         self._quiet = asyncio.Event()
         self._quiet.set()
         self._filling = asyncio.Lock()
@@ -147,14 +148,17 @@ class WarmStarts:
         self.refill_soon()
 
     def refill_soon(self) -> None:
-        if not self.pool.sizes or self._filling.locked():
+        if not self.pool.sizes or self._filling.locked() or self.closed:
             return
         task = asyncio.get_running_loop().create_task(self.refill())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _room(self) -> int:
+        return 0 if self.closed else self.room()
+
     async def _wait_quiet(self) -> None:
-        while self.busy():
+        while self.busy() and not self.closed:
             self._quiet.clear()
             # Woken by `starts_changed`; the timeout only guards against a missed call.
             with contextlib.suppress(TimeoutError):
@@ -163,14 +167,19 @@ class WarmStarts:
     async def refill(self) -> None:
         """Top the pool up to its demand target while capacity is left (one filler at a
         time), and stop what is beyond it."""
-        if not self.pool.sizes or self._filling.locked():
+        if not self.pool.sizes or self._filling.locked() or self.closed:
             return
         async with self._filling:
-            await self.pool.fill(self.room, self.targets, self._wait_quiet)
+            await self.pool.fill(self._room, self.targets, self._wait_quiet)
             await self.pool.shrink(self.targets())
 
     async def drain(self) -> None:
-        await self.pool.drain()
+        """Stop the pool for good (worker stopping): a refill under way ends after the launch
+        it is in (that kernel is stopped too), none starts after."""
+        self.closed = True
+        self._quiet.set()
+        async with self._filling:
+            await self.pool.drain()
 
     async def claim(self, command: StartKernel) -> ManagedKernel | None:
         """A pooled kernel given the identity, environment and cwd `command` asks for."""
