@@ -476,7 +476,7 @@ async def kernelbus(root: Path, env: dict[str, str]) -> AsyncIterator[Gateway]:
             "KERNELBUS_LIMIT_RATE": "false",
             "KERNELBUS_WORKER_METRICS_PORT": str(metrics_port),
             "KERNELBUS_LOG_LEVEL": "WARNING",
-            # A burst of 20 may grow the warm pool to 20 (the default maximum is 10).
+            # A burst of 20 may grow the warm pool to 20 (the default maximum is 4).
             "KERNELBUS_WORKER_POOL_MAX": str(CLIENTS),
             **env,
         },

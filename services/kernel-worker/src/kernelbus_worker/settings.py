@@ -110,7 +110,7 @@ class WorkerSettings(BusSettings):
         description="Warm pool: pre-started kernels per kernelspec, `python3=2,r=1` (Python only).",
     )
     pool_max: int = Field(
-        default=10,
+        default=4,
         ge=0,
         le=1000,
         description="Most warm kernels per pooled kernelspec: the pool grows from its `pool` "
