@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: run test install lock readme lint typecheck unit integration bench schemas clean fuzz \
-	compose-test
+	compose-test bench-perf
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -56,6 +56,14 @@ compose-test: install
 
 bench: install
 	$(VENV)/bin/python bench/roundtrip.py
+
+# Issue 15's benchmark in one run: Kernelbus vs direct ZMQ vs Kernel Gateway 3.0.1 (installed
+# by bench/kg_venv.sh into bench/.venv-kg, bench-only). JSON to bench/out/perf.json.
+bench-perf: install
+	bash bench/kg_venv.sh >/dev/null
+	mkdir -p bench/out
+	$(VENV)/bin/python bench/perf.py > bench/out/perf.json
+	cat bench/out/perf.json
 
 readme: install
 	$(VENV)/bin/python -m kernelbus.settings_doc --update README.md

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernelbus.chunking import CHUNK_ID, CHUNK_POS, HEADROOM, Reassembler, split
+from kernelbus.chunking import CHUNK_ID, CHUNK_POS, HEADROOM, Reassembler, split, split_views
 
 MAX = 1024 + HEADROOM  # one chunk holds 1024 bytes
 
@@ -97,3 +97,14 @@ def test_an_incomplete_message_expires_after_max_age() -> None:
     assert set(r._partials) == {fresh[0][0][CHUNK_ID]}
     assert r.feed(*stale[1]) is None
     assert r.feed(*fresh[1]) == b"f" * 2000
+
+
+def test_views_are_the_same_chunks_without_copies() -> None:
+    payload = bytes(range(256)) * 10
+    views = split_views(payload, MAX)
+    assert [(h[CHUNK_POS], bytes(v)) for h, v in views] == [
+        (h[CHUNK_POS], d) for h, d in split(payload, MAX)
+    ]
+    assert all(v.obj is payload for _, v in views)  # views into the frame, not copies
+    r = Reassembler()
+    assert [r.feed(h, bytes(v)) for h, v in views][-1] == payload

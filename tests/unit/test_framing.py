@@ -123,3 +123,62 @@ def test_legacy_binary_round_trip_keeps_buffers() -> None:
 def test_bad_legacy_binary_frames_are_refused(frame: bytes, reason: str) -> None:
     with pytest.raises(FrameError, match=reason):
         legacy_to_v1(frame)
+
+
+def legacy_reference(channel: str, parts: list[bytes]) -> dict[str, object]:
+    """What a legacy client must read: the parts decoded, in jupyter_server's shape."""
+    header = json.loads(parts[0])
+    return {
+        "header": header,
+        "msg_id": header["msg_id"],
+        "msg_type": header["msg_type"],
+        "parent_header": json.loads(parts[1]),
+        "metadata": json.loads(parts[2]),
+        "content": json.loads(parts[3]),
+        "channel": channel,
+        "buffers": [],
+    }
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"a":1}',
+        b'{"data": {"text/plain": "caf\xc3\xa9 \\u00e9 \\"q\\" \\n"}, "metadata": {}}',
+        b' {"x": [1, 2.5, null, true, {"y": "}"}]}\n',
+        json.dumps({"data": {"text/plain": "x" * 100_000}}).encode(),
+    ],
+    ids=["small", "unicode-and-escapes", "whitespace-around", "large"],
+)
+def test_legacy_text_is_the_parts_spliced_unchanged(content: bytes) -> None:
+    parts = [*PARTS[:3], content]
+    text = v1_to_legacy("iopub", parts)
+    assert isinstance(text, str)
+    assert json.loads(text) == legacy_reference("iopub", parts)
+    assert content.decode() in text  # passed through, not re-encoded
+
+
+@pytest.mark.parametrize(
+    ("parts", "reason"),
+    [
+        ([b"not json", *PARTS[1:]], "Expecting value"),
+        ([b"[1]", *PARTS[1:]], "header is not an object"),
+        ([PARTS[0], b"[]", *PARTS[2:]], "not a JSON object"),
+        ([*PARTS[:3], b'"text"'], "not a JSON object"),
+        ([*PARTS[:3], b"{"], "not a JSON object"),
+        ([*PARTS[:3], b'{"a": "\xff"}'], "not UTF-8"),
+        (PARTS[:3], "fewer than four"),
+    ],
+    ids=[
+        "header-not-json",
+        "header-array",
+        "parent-array",
+        "content-string",
+        "truncated",
+        "not-utf8",
+        "three-parts",
+    ],
+)
+def test_legacy_conversion_refuses_what_is_not_a_message(parts: list[bytes], reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        v1_to_legacy("iopub", parts)

@@ -22,3 +22,11 @@ def test_the_ring_answers_what_came_after_the_acked_message() -> None:
     assert len(ring.after_ack()) == 4
     ring.add("e", _parts("e"), now=12.5)  # a, b and c are older than the 10 s window
     assert [p[0] for p in ring.after_ack()] == [_parts(m)[0] for m in "de"]
+
+
+def test_msg_ids_read_from_headers_only_when_a_fetch_needs_them() -> None:
+    ring = Watched("k", "tcp://127.0.0.1:1", None, None, 10.0, 1 << 20)  # type: ignore[arg-type]
+    for n, msg_id in enumerate("abc"):
+        ring.add(None, _parts(msg_id), now=float(n))
+    ring.acked = "b"
+    assert [p[0] for p in ring.after_ack()] == [_parts("c")[0]]

@@ -19,11 +19,18 @@ HEADROOM = 4096
 
 def split(payload: bytes, max_payload: int) -> list[tuple[dict[str, str], bytes]]:
     """The (headers, data) NATS messages that carry `payload`."""
+    return [(headers, bytes(piece)) for headers, piece in split_views(payload, max_payload)]
+
+
+def split_views(payload: bytes, max_payload: int) -> list[tuple[dict[str, str], memoryview]]:
+    """`split` without copies: each chunk is a view of `payload` (the publisher's hot path;
+    the NATS client copies each chunk into its publish command anyway)."""
     size = max(1024, max_payload - HEADROOM)
+    view = memoryview(payload)
     if len(payload) <= size:
-        return [({}, payload)]
+        return [({}, view)]
     chunk_id = uuid.uuid4().hex
-    pieces = [payload[i : i + size] for i in range(0, len(payload), size)]
+    pieces = [view[i : i + size] for i in range(0, len(payload), size)]
     total = len(pieces)
     return [
         ({CHUNK_ID: chunk_id, CHUNK_POS: f"{i}/{total}"}, piece)

@@ -32,6 +32,8 @@ async def serve(settings: WorkerSettings, supervisor: Supervisor) -> None:
     if not settings.metrics_port:
         return
     metrics.KERNELS_RUNNING.read = lambda: float(supervisor.running)
+    metrics.POOLED_KERNELS.read = lambda: float(len(supervisor.pool))
+    metrics.POOL_TARGET.read = lambda: float(sum(supervisor.pool.targets().values()))
     server = await tinyhttp.serve(route, settings.metrics_ip, settings.metrics_port)
     log.info(
         "metrics on http://%s:%d/metrics",

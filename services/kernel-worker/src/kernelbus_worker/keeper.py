@@ -58,12 +58,14 @@ class Watched:
     socket: zmq.asyncio.Socket
     window: float
     max_bytes: int
-    ring: deque[tuple[float, str, list[bytes]]] = field(default_factory=deque)
+    ring: deque[tuple[float, str | None, list[bytes]]] = field(default_factory=deque)
     size: int = 0
     acked: str | None = None
     task: asyncio.Task[None] | None = None
 
-    def add(self, msg_id: str, parts: list[bytes], now: float) -> None:
+    def add(self, msg_id: str | None, parts: list[bytes], now: float) -> None:
+        """Keep `parts`; `msg_id` None: read from the header only if a fetch needs it (the
+        keeper sees every iopub message, but is asked for them only after a worker crash)."""
         self.ring.append((now, msg_id, parts))
         self.size += sum(map(len, parts))
         while self.ring and (self.size > self.max_bytes or now - self.ring[0][0] > self.window):
@@ -75,8 +77,8 @@ class Watched:
         in the ring (the successor's client side drops what it already delivered)."""
         frames = [parts for _, _, parts in self.ring]
         if self.acked is not None:
-            for index, (_, msg_id, _) in enumerate(self.ring):
-                if msg_id == self.acked:
+            for index, (_, msg_id, parts) in enumerate(self.ring):
+                if (msg_id if msg_id is not None else msg_id_of(parts)) == self.acked:
                     return frames[index + 1 :]
         return frames
 
@@ -169,7 +171,7 @@ class Keeper:
                 continue
             parts = frames[at + 2 :]
             if len(parts) >= 4:
-                watched.add(msg_id_of(parts), parts, time.monotonic())
+                watched.add(None, parts, time.monotonic())
 
     # --- lifetime ---------------------------------------------------------------------------
 

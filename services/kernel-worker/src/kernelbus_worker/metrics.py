@@ -18,6 +18,13 @@ REGISTRY = MetricsRegistry()
 KERNELS_RUNNING = REGISTRY.gauge(
     "kernelbus_worker_kernels_running", "Kernels running or starting on this worker."
 )
+POOLED_KERNELS = REGISTRY.gauge(
+    "kernelbus_worker_pooled_kernels", "Warm-pool kernels ready to be claimed on this worker."
+)
+POOL_TARGET = REGISTRY.gauge(
+    "kernelbus_worker_pool_target",
+    "Warm-pool kernels this worker aims at (configured size, grown by recent starts).",
+)
 KERNEL_STARTS = REGISTRY.counter(
     "kernelbus_worker_kernel_starts_total", "Kernels this worker launched successfully."
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from nats.aio.client import Client
 
 from kernelbus import chunking
@@ -16,5 +18,6 @@ class Outbox:
         if len(frame) <= limit - chunking.HEADROOM:
             await self.nc.publish(subject, frame)
             return
-        for headers, piece in chunking.split(frame, limit):
-            await self.nc.publish(subject, piece, headers=headers)
+        for headers, piece in chunking.split_views(frame, limit):
+            # nats-py only takes len() of the payload and appends it to its command bytes.
+            await self.nc.publish(subject, cast(bytes, piece), headers=headers)

@@ -10,8 +10,10 @@ Other kernelspecs always start cold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from kernelbus.models import KernelRecord
 from kernelbus_worker.environment import build_kernel_env
 from kernelbus_worker.factory import KernelFactory
 from kernelbus_worker.kernel import ManagedKernel
-from kernelbus_worker.poolsizes import parse_pool_sizes
+from kernelbus_worker.poolsizes import PoolDemand, parse_pool_sizes
 
 __all__ = ["WarmPool", "WarmStarts", "claim_code", "parse_pool_sizes"]
 
@@ -46,6 +48,11 @@ def claim_code(env: dict[str, str], working_dir: str | None) -> str:
 
 Launcher = Callable[[str], Awaitable[ManagedKernel]]
 Discarder = Callable[[ManagedKernel], Awaitable[None]]
+Quiet = Callable[[], Awaitable[None]]
+
+
+async def _no_wait() -> None:
+    return None
 
 
 @dataclass
@@ -65,16 +72,32 @@ class WarmPool:
         kernels = self.ready.get(name)
         return kernels.pop(0) if kernels else None
 
-    async def fill(self, room: Callable[[], int]) -> None:
-        """Start missing pool kernels, one at a time, while `room()` says capacity is left."""
-        for name, size in self.sizes.items():
+    async def fill(
+        self,
+        room: Callable[[], int],
+        targets: Callable[[], dict[str, int]] | None = None,
+        quiet: Quiet = _no_wait,
+    ) -> None:
+        """Start missing pool kernels, one at a time, while `room()` says capacity is left;
+        before each launch wait for `quiet()` (no start being served), then look again."""
+        current = targets or (lambda: self.sizes)
+        for name in self.sizes:
             kernels = self.ready.setdefault(name, [])
-            while len(kernels) < size and room() > 0:
+            while len(kernels) < current().get(name, 0) and room() > 0:
+                await quiet()
+                if len(kernels) >= current().get(name, 0) or room() <= 0:
+                    break  # claimed or filled meanwhile: look again on the next refill
                 try:
                     kernels.append(await self.launch(name))
                 except Exception as exc:
                     log.warning("could not pre-start a %s kernel for the pool: %s", name, exc)
                     return
+
+    async def shrink(self, targets: dict[str, int]) -> None:
+        """Stop pooled kernels beyond their target (demand has fallen)."""
+        for name, kernels in self.ready.items():
+            while len(kernels) > targets.get(name, 0):
+                await self.discard(kernels.pop())
 
     async def drain(self) -> None:
         for kernels in self.ready.values():
@@ -83,12 +106,26 @@ class WarmPool:
 
 
 class WarmStarts:
-    """The worker's warm pool: kept filled within capacity, claimed by starts."""
+    """The worker's warm pool: sized by recent demand (`PoolDemand`), kept filled within
+    capacity, claimed by starts. Refills wait until no start is in flight (`busy`), so a
+    pool kernel's launch never competes with the start being served."""
 
-    def __init__(self, factory: KernelFactory, sizes: dict[str, int], room: Callable[[], int]):
+    def __init__(
+        self,
+        factory: KernelFactory,
+        sizes: dict[str, int],
+        room: Callable[[], int],
+        busy: Callable[[], bool] = lambda: False,
+    ):
         self.factory = factory
         self.pool = WarmPool(sizes, self._launch, factory.discard)
+        settings = factory.settings
+        self.demand = PoolDemand(sizes, settings.pool_max, settings.pool_demand_window)
         self.room = room
+        self.busy = busy
+        self.closed = False
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self._filling = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -98,24 +135,58 @@ class WarmStarts:
     def counts(self) -> dict[str, int]:
         return self.pool.counts()
 
+    def targets(self) -> dict[str, int]:
+        return self.demand.targets(time.monotonic())
+
+    def starts_changed(self) -> None:
+        """The supervisor's in-flight starts changed: refills go on only when none is left
+        (then a refill is scheduled, for the demand that start added)."""
+        if self.busy():
+            self._quiet.clear()
+            return
+        self._quiet.set()
+        self.refill_soon()
+
+    def refill_soon(self) -> None:
+        if not self.pool.sizes or self._filling.locked() or self.closed:
+            return
+        task = asyncio.get_running_loop().create_task(self.refill())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _room(self) -> int:
+        return 0 if self.closed else self.room()
+
+    async def _wait_quiet(self) -> None:
+        while self.busy() and not self.closed:
+            self._quiet.clear()
+            # Woken by `starts_changed`; the timeout only guards against a missed call.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), 1.0)
+
     async def refill(self) -> None:
-        """Top the pool up while capacity is left (one filler at a time)."""
-        if not self.pool.sizes or self._filling.locked():
+        """Top the pool up to its demand target while capacity is left (one filler at a
+        time), and stop what is beyond it."""
+        if not self.pool.sizes or self._filling.locked() or self.closed:
             return
         async with self._filling:
-            await self.pool.fill(self.room)
+            await self.pool.fill(self._room, self.targets, self._wait_quiet)
+            await self.pool.shrink(self.targets())
 
     async def drain(self) -> None:
-        await self.pool.drain()
+        """Stop the pool for good (worker stopping): a refill under way ends after the launch
+        it is in (that kernel is stopped too), none starts after."""
+        self.closed = True
+        self._quiet.set()
+        async with self._filling:
+            await self.pool.drain()
 
     async def claim(self, command: StartKernel) -> ManagedKernel | None:
         """A pooled kernel given the identity, environment and cwd `command` asks for."""
+        self.demand.started(command.kernel_name, time.monotonic())
         kernel = self.pool.take(command.kernel_name)
         if kernel is None:
             return None
-        refill = asyncio.get_running_loop().create_task(self.refill())
-        self._background.add(refill)
-        refill.add_done_callback(self._background.discard)
         kernel.relabel(
             KernelRecord(
                 id=command.kernel_id,

@@ -109,6 +109,20 @@ class WorkerSettings(BusSettings):
         default="",
         description="Warm pool: pre-started kernels per kernelspec, `python3=2,r=1` (Python only).",
     )
+    pool_max: int = Field(
+        default=4,
+        ge=0,
+        le=1000,
+        description="Most warm kernels per pooled kernelspec: the pool grows from its `pool` "
+        "size to as many as were started in the last `pool_demand_window` seconds, up to this "
+        "(never below the `pool` size). Refills wait until no start is in flight.",
+    )
+    pool_demand_window: float = Field(
+        default=120.0,
+        gt=0,
+        le=86400,
+        description="Seconds of recent starts that size the warm pool (`pool_max`).",
+    )
     use_kernel_working_dir: bool = Field(
         default=False,
         description="Start kernels in the client's KERNEL_WORKING_DIR when it exists on this "

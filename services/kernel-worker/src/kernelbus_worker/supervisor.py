@@ -69,6 +69,7 @@ class Supervisor:
             self.factory,
             parse_pool_sizes(settings.pool),
             room=lambda: settings.max_kernels - self.running - len(self.pool),
+            busy=lambda: bool(self._starting),
         )
 
     @property
@@ -95,12 +96,14 @@ class Supervisor:
             raise CapacityExceeded("Resource Limit")
         task = asyncio.get_running_loop().create_task(self._start(command))
         self._starting[command.kernel_id] = task
+        self.pool.starts_changed()
         try:
             return await asyncio.shield(task)
         finally:
             if task.done():
                 self._starting.pop(command.kernel_id, None)
             self.load_changed.set()
+            self.pool.starts_changed()
 
     @metrics.measured_start
     async def _start(self, command: StartKernel) -> KernelRecord:

@@ -29,6 +29,13 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 @dataclass
 class EmbeddedRun:
     """One `kernelbus run` child: ports, token, data dir, its output file."""
@@ -112,8 +119,12 @@ class EmbeddedRun:
         return found
 
     def pids_of(self, name: str) -> list[int]:
-        """Live service processes `name` (e.g. "kernelbus-worker", "nats-server", "ipykernel")."""
-        return [pid for pid, line in self.census().items() if name in line and alive(pid)]
+        """Live service processes `name` (e.g. "kernelbus-worker", "nats-server", "ipykernel").
+
+        A child forked by one of them that has not exec'd yet (a kernel being launched) still
+        shows its parent's command line: it is not counted."""
+        found = {pid for pid, line in self.census().items() if name in line and alive(pid)}
+        return sorted(pid for pid in found if _parent(pid) not in found)
 
     def pid_of(self, name: str) -> int:
         pids = self.pids_of(name)

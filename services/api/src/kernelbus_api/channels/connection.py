@@ -178,7 +178,11 @@ class Connection:
                 if isinstance(item, Close):
                     await self.websocket.close(item.code, item.reason)
                     return
-                data = codec.client_frame(item.channel, item.parts, item.frame, self.v1)
+                try:
+                    data = codec.client_frame(item.channel, item.parts, item.frame, self.v1)
+                except ValueError as exc:  # not a Jupyter message: dropped, the socket stays
+                    self.log.warning("dropping a malformed bus message: %s", exc)
+                    continue
                 if isinstance(data, bytes):
                     await self.websocket.send_bytes(data)
                 else:
