@@ -171,6 +171,7 @@ async def open_socket(
     v1: bool = False,
     session_id: str | None = None,
     user_agent: str | None = None,
+    ping_interval: float | None = 20,
 ) -> KernelSocket:
     extra = {"user_agent_header": user_agent} if user_agent else {}
     ws = await connect(
@@ -181,6 +182,7 @@ async def open_socket(
         max_size=None,
         compression=None,
         open_timeout=60,
+        ping_interval=ping_interval,
     )
     assert ws.subprotocol == (V1_PROTOCOL if v1 else None)
     return KernelSocket(ws, v1)

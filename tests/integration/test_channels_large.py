@@ -37,6 +37,23 @@ async def test_20_mb_display_data_arrives_intact(unlimited: ApiProcess, v1: bool
     assert len(text) == 20_000_003 and text.endswith("END") and set(text[:-3]) == {"x"}
 
 
+async def test_a_client_that_pings_while_a_large_frame_is_sent_keeps_its_socket(
+    unlimited: ApiProcess,
+) -> None:
+    # Python clients ping by default; a pong owed while the api drains a large frame to the
+    # client once closed the socket with 1011 (two waiters on one transport drain).
+    kernel_id = await start_kernel(unlimited)
+    sock = await open_socket(unlimited, kernel_id, ping_interval=0.005)
+    try:
+        code = "for _ in range(3): display({'text/plain': 'x' * 20_000_000}, raw=True)"
+        seen = await sock.run(code, timeout=110)
+    finally:
+        await sock.close()
+        await kernel_call(unlimited, "DELETE", f"/api/kernels/{kernel_id}")
+    shown = [m for m in seen if m["header"]["msg_type"] == "display_data"]
+    assert [len(m["content"]["data"]["text/plain"]) for m in shown] == [20_000_000] * 3
+
+
 async def test_50_mb_of_stream_output_arrives_intact(unlimited: ApiProcess) -> None:
     kernel_id = await start_kernel(unlimited)
     sock = await open_socket(unlimited, kernel_id, v1=True)
