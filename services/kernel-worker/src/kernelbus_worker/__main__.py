@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from kernelbus.logs import setup_logging
 from kernelbus.quickexit import skip_final_collection
+from kernelbus.startup import run_service
 from kernelbus.telemetry import setup_tracing
 from kernelbus_worker.settings import WorkerSettings
 from kernelbus_worker.worker import run_worker
@@ -16,7 +15,7 @@ def main() -> None:
     setup_logging(settings.log_format, settings.log_level)
     skip_final_collection()
     setup_tracing("kernelbus-worker")
-    asyncio.run(run_worker(settings))
+    run_service("kernelbus-worker", run_worker(settings))
 
 
 if __name__ == "__main__":
