@@ -32,6 +32,7 @@ from kernelbus.errors import (
     KernelbusError,
     NoWorkerAvailable,
     PayloadTooLarge,
+    describe_error,
     error_for,
 )
 from kernelbus.messages import CommandError, KernelReply, OkReply
@@ -218,9 +219,19 @@ async def ensure_infrastructure(js: JetStreamContext, replicas: int = 0) -> None
 
     `replicas` (setting `nats_replicas`): copies of each bucket and stream; 0 means
     min(3, cluster size), the size read from the connected server's INFO. Existing buckets
-    and streams are left as they are.
+    and streams are left as they are. JetStream not answering (not enabled on the server, or
+    no quorum) raises `BusUnavailable` saying so.
     """
-    replicas = replicas or cluster_replicas(js)
+    try:
+        await _ensure_all(js, replicas or cluster_replicas(js))
+    except nats.errors.Error as exc:
+        raise BusUnavailable(
+            f"JetStream did not set up the streams and buckets ({describe_error(exc)}): "
+            "is JetStream enabled on the NATS server, with a quorum?"
+        ) from exc
+
+
+async def _ensure_all(js: JetStreamContext, replicas: int) -> None:
     await _ensure_kv(js, subjects.KERNELS_BUCKET, None, replicas)
     await _ensure_kv(js, subjects.WORKERS_BUCKET, subjects.WORKER_TTL, replicas)
     await _ensure_kv(js, subjects.CONNECTIONS_BUCKET, subjects.CONNECTIONS_TTL, replicas)

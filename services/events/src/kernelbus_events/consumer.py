@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from kernelbus import subjects
+from kernelbus.errors import describe_error
 from kernelbus.events import EVENT_ID_HEADER, MSG_ID_HEADER, SOURCE_HEADER
 from kernelbus.schemas import InvalidEvent, parse_capsule
 from kernelbus_events.metrics import EventsMetrics
@@ -27,12 +28,6 @@ log = logging.getLogger(__name__)
 ERROR_HEADER = "Kb-Error"
 ORIGINAL_SUBJECT_HEADER = "Kb-Original-Subject"
 ORIGINAL_SEQ_HEADER = "Kb-Original-Seq"
-
-
-def describe_error(exc: BaseException) -> str:
-    """`Type: message`, or only the type: many NATS errors have an empty message."""
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 class EventConsumer:
