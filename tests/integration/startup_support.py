@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,3 +60,16 @@ class Census:
     def new_tasks(self) -> set[asyncio.Task[object]]:
         current = asyncio.current_task()
         return {t for t in asyncio.all_tasks() - self.tasks if t is not current and not t.done()}
+
+
+def open_files_under(directory: Path) -> list[str]:
+    """Files under `directory` this process holds open (its `/proc/self/fd` links)."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(directory)):
+            held.append(target)
+    return held

@@ -17,12 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from startup_support import Census, MonitoredNats, monitored_nats
+from startup_support import Census, MonitoredNats, monitored_nats, open_files_under
 
 from kernelbus import bus
 from kernelbus.registry import Registry
 from kernelbus.settings import BusSettings
 from kernelbus.startup import StartFailed
+from kernelbus_api.app import create_app
+from kernelbus_api.settings import ApiSettings
+from kernelbus_culler import service as culler_service
+from kernelbus_culler.settings import CullerSettings
+from kernelbus_events.app import create_app as create_events_app
+from kernelbus_events.settings import EventsSettings
 from kernelbus_worker.settings import WorkerSettings
 from kernelbus_worker.worker import run_worker
 
@@ -82,3 +88,42 @@ def test_worker_entry_point_says_why_it_did_not_start(
     assert done.returncode == 1
     last = done.stderr.decode().strip().splitlines()[-1]
     assert last.startswith("kernelbus-worker: kernel-worker could not start: OSError"), last
+
+
+async def test_culler_start_failing_half_way_leaves_nothing(
+    nats: MonitoredNats, taken_port: int
+) -> None:
+    settings = CullerSettings(nats_url=nats.url, health_port=taken_port)
+    census = Census.take()
+    with pytest.raises(StartFailed, match="culler could not start: OSError") as failed:
+        await culler_service.run(settings, asyncio.Event())
+    assert str(taken_port) in str(failed.value)
+    await census.nothing_left(nats)
+
+
+async def test_api_start_failing_half_way_leaves_nothing(
+    nats_without_jetstream: MonitoredNats,
+) -> None:
+    app = create_app(ApiSettings(nats_url=nats_without_jetstream.url))
+    census = Census.take()
+    with pytest.raises(StartFailed, match=r"api could not start: .*JetStream") as failed:
+        async with app.router.lifespan_context(app):
+            pytest.fail("the api started without JetStream")
+    print(failed.value)
+    await census.nothing_left(nats_without_jetstream)
+
+
+async def test_events_start_failing_half_way_leaves_nothing(
+    nats_without_jetstream: MonitoredNats, tmp_path: Path
+) -> None:
+    data = tmp_path / "events"
+    data.mkdir()
+    settings = EventsSettings(nats_url=nats_without_jetstream.url, db_path=data / "events.db")
+    app = create_events_app(settings)
+    census = Census.take()
+    with pytest.raises(StartFailed, match=r"events could not start: .*JetStream"):
+        async with app.router.lifespan_context(app):
+            pytest.fail("the events service started without JetStream")
+    await census.nothing_left(nats_without_jetstream)
+    assert (data / "events.db").exists()  # the store was opened before the failure ...
+    assert open_files_under(data) == []  # ... and closed after it

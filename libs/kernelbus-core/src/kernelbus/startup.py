@@ -9,15 +9,11 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
+from kernelbus.errors import describe_error
+
 
 class StartFailed(Exception):
     """A service could not start; what it had acquired has been released."""
-
-
-def describe(exc: BaseException) -> str:
-    """`Type: message`, or only the type (many nats-py errors have an empty message)."""
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 @asynccontextmanager
@@ -26,7 +22,7 @@ async def starting(service: str) -> AsyncIterator[None]:
     try:
         yield
     except Exception as exc:
-        raise StartFailed(f"{service} could not start: {describe(exc)}") from exc
+        raise StartFailed(f"{service} could not start: {describe_error(exc)}") from exc
 
 
 def run_service(service: str, main: Coroutine[Any, Any, None]) -> None:
