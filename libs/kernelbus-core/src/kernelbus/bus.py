@@ -346,6 +346,18 @@ async def request(
 UNAVAILABLE = "the message bus (NATS) is unavailable; retry shortly"
 
 
+async def ping(nc: Client, subject: str, timeout: float) -> bool | None:
+    """Whether anyone answers on `subject`: True (answered), False (no responder: nobody is
+    subscribed), None (no answer in time, or the bus went down meanwhile: unknown)."""
+    try:
+        await nc.request(subject, b"", timeout=timeout)
+    except nats.errors.NoRespondersError:
+        return False
+    except nats.errors.Error:
+        return None
+    return True
+
+
 def translate(exc: nats.errors.Error, connected: bool) -> KernelbusError:
     """The typed error a raw nats-py error means, for callers that reach the bus directly
     (JetStream KV reads of the registry): the one place nats-py's errors are interpreted.
@@ -373,6 +385,17 @@ def translate(exc: nats.errors.Error, connected: bool) -> KernelbusError:
     if not connected or isinstance(exc, unavailable):
         return BusUnavailable(UNAVAILABLE)
     return KernelbusError(f"message bus error: {type(exc).__name__}: {exc}")
+
+
+async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
+    """Up to `batch` messages of a pull consumer; [] when none came within `timeout`.
+    Any other failure (NATS away) raises the `KernelbusError` it means."""
+    try:
+        return await sub.fetch(batch, timeout=timeout)
+    except nats.errors.TimeoutError:
+        return []
+    except nats.errors.Error as exc:
+        raise translate(exc, False) from exc
 
 
 Handler = Callable[[M, Msg], Awaitable[OkReply]]
@@ -437,8 +460,10 @@ __all__ = [
     "close",
     "connect",
     "ensure_infrastructure",
+    "fetch",
     "inbox_prefix",
     "parse_with",
+    "ping",
     "request",
     "respond",
     "responder",

@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from kernelbus import bus, subjects
+from kernelbus.bus_kv import Bucket
 from kernelbus.events import EventPublisher
 from kernelbus.registry import Registry
 from kernelbus.startup import starting
@@ -47,20 +48,20 @@ async def open_state(settings: ApiSettings, stack: AsyncExitStack) -> AppState:
     stack.push_async_callback(bus.close, nc)
     js = nc.jetstream()
     await bus.ensure_infrastructure(js, settings.nats_replicas)
-    registry = await Registry.open(js)
+    registry = await Registry.open(js, nc)
     await registry.start_view(nc)
     stack.push_async_callback(registry.close_view)
     admission = Admission(
-        kv=await js.key_value(subjects.STARTS_BUCKET),
+        kv=await Bucket.open(nc, subjects.STARTS_BUCKET),
         registry=registry,
         max_kernels=settings.max_kernels,
         max_per_user=settings.max_kernels_per_user,
     )
     publisher = await EventPublisher.open(js, source=f"api/{settings.api_instance}")
     stack.push_async_callback(publisher.close, 2)
-    drains_kv = await js.key_value(subjects.DRAINS_BUCKET)
+    drains_kv = await Bucket.open(nc, subjects.DRAINS_BUCKET)
     kernel_manager = Kernels(settings, nc, registry, admission, drains_kv, publisher)
-    session_manager = Sessions(await js.key_value(subjects.SESSIONS_BUCKET), kernel_manager)
+    session_manager = Sessions(await Bucket.open(nc, subjects.SESSIONS_BUCKET), kernel_manager)
     return AppState(settings, nc, js, registry, kernel_manager, session_manager, connectivity)
 
 

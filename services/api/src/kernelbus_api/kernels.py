@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
-from nats.js.kv import KeyValue
 
 from kernelbus import bus, events, subjects
+from kernelbus.bus_kv import Bucket
 from kernelbus.errors import (
     BusTimeout,
     InternalError,
@@ -54,7 +54,7 @@ class Kernels:
     nc: Client
     registry: Registry
     admission: Admission
-    drains: KeyValue | None = None
+    drains: Bucket | None = None
     """`kb_drains`: workers that take no new kernels (`POST /api/admin/workers/{id}/drain`)."""
     events: EventPublisher | None = None
     """Where failed lifecycle actions are reported as `kernel_actions` error events."""

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kernelbus import bus, subjects
+from kernelbus.bus_kv import Bucket
 from kernelbus.events import EventPublisher
 from kernelbus.registry import Registry
 from kernelbus.schemas import event_registry
@@ -53,10 +54,10 @@ async def _start(settings: CullerSettings, stack: contextlib.AsyncExitStack) -> 
     stack.push_async_callback(bus.close, nc)
     js = nc.jetstream()
     await bus.ensure_infrastructure(js, settings.nats_replicas)
-    registry = await Registry.open(js)
+    registry = await Registry.open(js, nc)
     await registry.start_view(nc)
     stack.push_async_callback(registry.close_view)
-    leases = Leases(await js.key_value(subjects.CULL_BUCKET), settings.culler_id)
+    leases = Leases(await Bucket.open(nc, subjects.CULL_BUCKET), settings.culler_id)
     publisher = await EventPublisher.open(js, settings.culler_id)
     stack.push_async_callback(publisher.close)
     culler = Culler(settings, nc, registry, leases, publisher)

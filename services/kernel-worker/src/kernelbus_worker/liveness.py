@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 
-import nats.errors
 from nats.aio.client import Client
 
 from kernelbus import bus, subjects
@@ -67,14 +66,12 @@ class ApiLiveness:
     async def alive(self, instance: str) -> bool:
         """False only when the replica is certainly gone (no responder); slow counts as alive."""
         asked = time.monotonic()
-        try:
-            await self.nc.request(subjects.api_ping(instance), b"", timeout=self.timeout)
-        except nats.errors.NoRespondersError:
+        answered = await bus.ping(self.nc, subjects.api_ping(instance), self.timeout)
+        if answered is False:
             return not self.settled()
-        except nats.errors.Error:  # a timeout, or the bus went down meanwhile
-            return True
-        self.last_seen[instance] = asked
-        return True
+        if answered:
+            self.last_seen[instance] = asked
+        return True  # answered, or unknown (a timeout, or the bus went down meanwhile)
 
     async def _check(self, instance: str) -> None:
         if not await self.alive(instance):

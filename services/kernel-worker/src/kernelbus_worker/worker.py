@@ -55,7 +55,7 @@ async def _start(settings: WorkerSettings, stack: contextlib.AsyncExitStack) -> 
     stack.push_async_callback(bus.close, nc)
     js = nc.jetstream()
     await bus.ensure_infrastructure(js, settings.nats_replicas)
-    registry = await Registry.open(js)
+    registry = await Registry.open(js, nc)
     publisher = await EventPublisher.open(js, source=f"kernel-worker/{settings.id}")
     stack.push_async_callback(publisher.close)
     catalog = Catalog.create(settings.kernelspec_names)
