@@ -112,12 +112,19 @@ class Bucket:
             return await kv_keys(self._js, self.name)
 
 
-async def kv_keys(js: JetStreamContext, bucket: str) -> list[str]:
-    """The keys of `bucket`, from its stream's subjects (see `Bucket.keys`).
+def kv_stream(bucket: str) -> str:
+    """The stream that holds KV bucket `bucket` (the NATS KV layout: `KV_<bucket>`)."""
+    return f"KV_{bucket}"
 
-    A KV bucket `B` is the stream `KV_B` with subjects `$KV.B.<key>` (the NATS KV layout).
-    """
-    prefix = f"$KV.{bucket}."
-    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+
+def kv_subject(bucket: str, key: str = "") -> str:
+    """The subject of `key` in `bucket` (`$KV.<bucket>.<key>`); the prefix without a key."""
+    return f"$KV.{bucket}.{key}"
+
+
+async def kv_keys(js: JetStreamContext, bucket: str) -> list[str]:
+    """The keys of `bucket`, from its stream's subjects (see `Bucket.keys`)."""
+    prefix = kv_subject(bucket)
+    info = await js.stream_info(kv_stream(bucket), subjects_filter=f"{prefix}>")
     subjects = info.state.subjects or {}
     return sorted(s[len(prefix) :] for s in subjects if s.startswith(prefix))

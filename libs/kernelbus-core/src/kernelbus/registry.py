@@ -18,7 +18,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from kernelbus import bus, subjects
-from kernelbus.bus_kv import kv_keys
+from kernelbus.bus_kv import kv_keys, kv_stream, kv_subject
 from kernelbus.models import KernelRecord, WorkerHeartbeat
 from kernelbus.registryview import KernelSummary, RegistryView
 
@@ -207,10 +207,9 @@ class Registry:
 
 
 async def _leader_get(js: JetStreamContext, bucket: str, key: str) -> tuple[bytes, int] | None:
-    """The key's last message as the stream leader has it (a KV bucket `B` is the stream
-    `KV_B` with subjects `$KV.B.<key>`); None when absent or deleted."""
+    """The key's last message as the stream leader has it; None when absent or deleted."""
     try:
-        msg = await js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}.{key}", direct=False)
+        msg = await js.get_last_msg(kv_stream(bucket), kv_subject(bucket, key), direct=False)
     except nats.js.errors.NotFoundError:
         return None
     operation = (msg.headers or {}).get("KV-Operation")

@@ -130,16 +130,7 @@ class Kernels:
     ) -> None:
         if self.events is None:
             return
-        data: dict[str, Any] = {
-            "action": action,
-            "status": "error",
-            "status_code": code,
-            "msg": message or f"Kernel {action} failed",
-        }
-        if kernel_id:
-            data["kernel_id"] = kernel_id
-        if name:
-            data["kernel_name"] = name
+        data = events.kernel_action(action, kernel_id, name, message, status_code=code)
         try:
             await self.events.emit(events.KERNEL_ACTIONS, data)
         except Exception:
