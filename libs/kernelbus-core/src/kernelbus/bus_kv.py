@@ -20,6 +20,8 @@ from nats.js.kv import KeyValue
 from kernelbus import bus
 
 _GONE = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError)
+WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code for a write whose expected last sequence no longer holds."""
 
 
 class KeyChanged(Exception):
@@ -58,6 +60,11 @@ class Bucket:
             yield
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise KeyChanged(str(exc)) from exc
+        except nats.js.errors.APIError as exc:
+            # A delete at a stale revision is answered as a plain 400 with this code.
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise KeyChanged(str(exc)) from exc
+            raise bus.translate(exc, self._nc.is_connected) from exc
         except nats.errors.Error as exc:
             raise bus.translate(exc, self._nc.is_connected) from exc
 
