@@ -67,11 +67,11 @@ async def _start(settings: WorkerSettings, stack: contextlib.AsyncExitStack) -> 
     farewell = _Farewell(settings, registry, publisher)
     stack.push_async_callback(farewell.say)
     stack.push_async_callback(_stop_kernels, settings, supervisor, farewell)
+    started_at = utcnow()
     await handlers.subscribe_worker()
     stack.push_async_callback(handlers.unsubscribe_worker)
     await supervisor.adopt_orphans()
     await supervisor.reap_leftovers()
-    started_at = utcnow()
     await registry.put_heartbeat(heartbeat(settings, supervisor, catalog, started_at))
     await publisher.emit(events.WORKER_STARTED, _worker_event(settings, []))
     farewell.announced = True
