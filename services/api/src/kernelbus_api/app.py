@@ -10,11 +10,10 @@ from fastapi import FastAPI
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from kernelbus import bus, subjects
+from kernelbus import subjects
 from kernelbus.bus_kv import Bucket
 from kernelbus.events import EventPublisher
-from kernelbus.registry import Registry
-from kernelbus.startup import starting
+from kernelbus.startup import open_bus, open_registry, starting
 from kernelbus_api import drains, errors, metrics, openapi
 from kernelbus_api.admission import Admission
 from kernelbus_api.busguard import BusGuard
@@ -41,16 +40,9 @@ async def answer_pings(nc: Client, api_instance: str) -> None:
 async def open_state(settings: ApiSettings, stack: AsyncExitStack) -> AppState:
     """Acquire every resource of the api, each entered into `stack` as it is acquired, so a
     start failing half-way releases what it got so far, in reverse order."""
-    connectivity = bus.Connectivity()
-    nc = await bus.connect(
-        settings, name=settings.api_instance, role="api", connectivity=connectivity
-    )
-    stack.push_async_callback(bus.close, nc)
-    js = nc.jetstream()
-    await bus.ensure_infrastructure(js, settings.nats_replicas)
-    registry = await Registry.open(js, nc)
-    await registry.start_view(nc)
-    stack.push_async_callback(registry.close_view)
+    handles = await open_bus(stack, settings, name=settings.api_instance, role="api")
+    nc, js = handles.nc, handles.js
+    registry = await open_registry(stack, handles, view=True)
     admission = Admission(
         kv=await Bucket.open(nc, subjects.STARTS_BUCKET),
         registry=registry,
@@ -62,7 +54,9 @@ async def open_state(settings: ApiSettings, stack: AsyncExitStack) -> AppState:
     drains_kv = await Bucket.open(nc, subjects.DRAINS_BUCKET)
     kernel_manager = Kernels(settings, nc, registry, admission, drains_kv, publisher)
     session_manager = Sessions(await Bucket.open(nc, subjects.SESSIONS_BUCKET), kernel_manager)
-    return AppState(settings, nc, js, registry, kernel_manager, session_manager, connectivity)
+    return AppState(
+        settings, nc, js, registry, kernel_manager, session_manager, handles.connectivity
+    )
 
 
 def create_app(settings: ApiSettings) -> FastAPI:

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from kernelbus import bus, subjects
 from kernelbus.bus_kv import Bucket
 from kernelbus.events import EventPublisher
-from kernelbus.registry import Registry
 from kernelbus.schemas import event_registry
-from kernelbus.startup import starting
+from kernelbus.startup import open_bus, open_registry, starting
 from kernelbus_culler import activity, health
 from kernelbus_culler.culling import Culler
 from kernelbus_culler.leases import Leases
@@ -47,16 +46,9 @@ async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
 
 
 async def _start(settings: CullerSettings, stack: contextlib.AsyncExitStack) -> Parts:
-    connectivity = bus.Connectivity()
-    nc = await bus.connect(
-        settings, name=settings.culler_id, role="culler", connectivity=connectivity
-    )
-    stack.push_async_callback(bus.close, nc)
-    js = nc.jetstream()
-    await bus.ensure_infrastructure(js, settings.nats_replicas)
-    registry = await Registry.open(js, nc)
-    await registry.start_view(nc)
-    stack.push_async_callback(registry.close_view)
+    handles = await open_bus(stack, settings, name=settings.culler_id, role="culler")
+    nc, js, connectivity = handles.nc, handles.js, handles.connectivity
+    registry = await open_registry(stack, handles, view=True)
     leases = Leases(await Bucket.open(nc, subjects.CULL_BUCKET), settings.culler_id)
     publisher = await EventPublisher.open(js, settings.culler_id)
     stack.push_async_callback(publisher.close)

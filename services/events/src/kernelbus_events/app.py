@@ -8,9 +8,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
-from kernelbus import bus
 from kernelbus.schemas import event_registry
-from kernelbus.startup import starting
+from kernelbus.startup import open_bus, starting
 from kernelbus_events.consumer import EventConsumer
 from kernelbus_events.metrics import EventsMetrics
 from kernelbus_events.routes import health, metrics, router
@@ -27,10 +26,10 @@ async def open_state(settings: EventsSettings, stack: AsyncExitStack) -> AppStat
     store = EventStore(settings.db_path)
     await store.open()
     stack.push_async_callback(store.close)
-    nc = await bus.connect(settings, name=f"kernelbus-events-{settings.consumer}", role="events")
-    stack.push_async_callback(bus.close, nc)
-    js = nc.jetstream()
-    await bus.ensure_infrastructure(js, settings.nats_replicas)
+    handles = await open_bus(
+        stack, settings, name=f"kernelbus-events-{settings.consumer}", role="events"
+    )
+    nc, js = handles.nc, handles.js
     tail = Tail()
     counters = EventsMetrics(tail_subscribers=lambda: float(len(tail)))
     consumer = EventConsumer(js, settings, store, registry, tail, counters)

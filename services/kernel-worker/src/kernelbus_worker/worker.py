@@ -15,7 +15,7 @@ from datetime import datetime
 from kernelbus import bus, events
 from kernelbus.events import EventPublisher
 from kernelbus.registry import Registry
-from kernelbus.startup import starting
+from kernelbus.startup import open_bus, open_registry, starting
 from kernelbus.timefmt import utcnow
 from kernelbus_worker import httpserver
 from kernelbus_worker.handlers import Handlers
@@ -48,14 +48,9 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
 
 
 async def _start(settings: WorkerSettings, stack: contextlib.AsyncExitStack) -> None:
-    connectivity = bus.Connectivity()
-    nc = await bus.connect(
-        settings, name=f"worker-{settings.id}", role="worker", connectivity=connectivity
-    )
-    stack.push_async_callback(bus.close, nc)
-    js = nc.jetstream()
-    await bus.ensure_infrastructure(js, settings.nats_replicas)
-    registry = await Registry.open(js, nc)
+    handles = await open_bus(stack, settings, name=f"worker-{settings.id}", role="worker")
+    nc, js, connectivity = handles.nc, handles.js, handles.connectivity
+    registry = await open_registry(stack, handles, view=False)
     publisher = await EventPublisher.open(js, source=f"kernel-worker/{settings.id}")
     stack.push_async_callback(publisher.close)
     catalog = Catalog.create(settings.kernelspec_names)
@@ -66,6 +61,10 @@ async def _start(settings: WorkerSettings, stack: contextlib.AsyncExitStack) -> 
     _follow_connectivity(connectivity, supervisor, liveness)
     farewell = _Farewell(settings, registry, publisher)
     stack.push_async_callback(farewell.say)
+    running = _Running()
+    # Stopped after the kernels, as before: a loop cancelled mid-way through a request to the
+    # iopub keeper could leave that connection out of step for the kernels' shutdown.
+    stack.push_async_callback(running.stop)
     stack.push_async_callback(_stop_kernels, settings, supervisor, farewell)
     started_at = utcnow()
     await handlers.subscribe_worker()
@@ -76,11 +75,10 @@ async def _start(settings: WorkerSettings, stack: contextlib.AsyncExitStack) -> 
     await publisher.emit(events.WORKER_STARTED, _worker_event(settings, []))
     farewell.announced = True
     log.info("kernel-worker ready", extra={"worker_id": settings.id})
-    loops = _loops(settings, registry, supervisor, catalog, liveness, connectivity, started_at)
-    stack.push_async_callback(_cancel, loops)
-    server = await httpserver.start(settings, supervisor)
-    if server is not None:
-        stack.push_async_callback(_close_server, server)
+    running.loops = _loops(
+        settings, registry, supervisor, catalog, liveness, connectivity, started_at
+    )
+    running.server = await httpserver.start(settings, supervisor)
 
 
 def _follow_connectivity(
@@ -158,15 +156,21 @@ async def _stop_kernels(
         await supervisor.stop_keeper()
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+@dataclass
+class _Running:
+    """The worker's loop tasks and metrics server, once started."""
 
+    loops: list[asyncio.Task[None]] = field(default_factory=list)
+    server: asyncio.Server | None = None
 
-async def _close_server(server: asyncio.Server) -> None:
-    server.close()
-    await server.wait_closed()
+    async def stop(self) -> None:
+        """Cancel the loops and wait until they ended; close the server."""
+        for task in self.loops:
+            task.cancel()
+        await asyncio.gather(*self.loops, return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
 
 
 def _settle(settings: WorkerSettings) -> float:
