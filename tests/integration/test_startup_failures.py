@@ -73,21 +73,26 @@ async def test_worker_start_failing_half_way_leaves_nothing(
         await bus.close(nc)
 
 
-def test_worker_entry_point_says_why_it_did_not_start(
-    nats: MonitoredNats, taken_port: int, tmp_path: Path
+@pytest.mark.parametrize(
+    ("module", "port_variable", "line"),
+    [
+        ("kernelbus_worker", "KERNELBUS_WORKER_METRICS_PORT", "kernelbus-worker: kernel-worker"),
+        ("kernelbus_culler", "KERNELBUS_CULLER_HEALTH_PORT", "kernelbus-culler: culler"),
+    ],
+)
+def test_entry_point_says_why_it_did_not_start(
+    nats: MonitoredNats, taken_port: int, tmp_path: Path, module: str, port_variable: str, line: str
 ) -> None:
     env = {
         **os.environ,
         "KERNELBUS_NATS_URL": nats.url,
-        "KERNELBUS_WORKER_METRICS_PORT": str(taken_port),
+        port_variable: str(taken_port),
         "KERNELBUS_WORKER_RUNTIME_DIR": str(tmp_path),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "kernelbus_worker"], env=env, capture_output=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True, timeout=60)
     assert done.returncode == 1
     last = done.stderr.decode().strip().splitlines()[-1]
-    assert last.startswith("kernelbus-worker: kernel-worker could not start: OSError"), last
+    assert last.startswith(f"{line} could not start: OSError"), last
 
 
 async def test_culler_start_failing_half_way_leaves_nothing(
