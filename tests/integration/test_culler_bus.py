@@ -8,7 +8,6 @@ need no kernels; tests/integration/test_culler_service.py runs the real services
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -16,31 +15,26 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 
 from kernelbus import bus, events, subjects
+from kernelbus.bus_kv import Bucket
 from kernelbus.events import EventPublisher
 from kernelbus.framing import unpack_v1
-from kernelbus.kvkeys import kv_keys
 from kernelbus.messages import KernelReply, ShutdownKernel
 from kernelbus.models import ExecutionState, KernelRecord, WorkerHeartbeat
 from kernelbus.natsserver import NatsServer
 from kernelbus.registry import Registry
-from kernelbus.schemas import event_registry
 from kernelbus.settings import BusSettings
 from kernelbus.testing.waiting import until
-from kernelbus.timefmt import jupyter_timestamp, utcnow
-from kernelbus_culler import activity
+from kernelbus.timefmt import utcnow
 from kernelbus_culler.culling import Culler
 from kernelbus_culler.leases import Leases
 from kernelbus_culler.settings import CullerSettings
 from kernelbus_culler.worker_loss import WorkerLossHandler
-from kernelbus_culler.workers import WorkerTracker
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +77,7 @@ def settings(**overrides: Any) -> CullerSettings:
 
 async def culler(kb: Bus, **overrides: Any) -> Culler:
     s = settings(**overrides)
-    leases = Leases(await kb.js.key_value(subjects.CULL_BUCKET), s.culler_id)
+    leases = Leases(await Bucket.open(kb.nc, subjects.CULL_BUCKET), s.culler_id)
     return Culler(s, kb.nc, kb.registry, leases, kb.publisher)
 
 
@@ -154,7 +148,7 @@ async def test_spared_kernels_get_no_command(
     assert await c.tick() == 0
     assert shutdowns == []
     assert await kb.registry.get_kernel(record.id) is not None
-    leases = await kb.js.key_value(subjects.CULL_BUCKET)
+    leases = await Bucket.open(kb.nc, subjects.CULL_BUCKET)
     assert record.id not in await _keys(leases)
 
 
@@ -206,7 +200,7 @@ async def test_kernel_leased_by_another_culler_is_left_alone(kb: Bus) -> None:
     record = await put_kernel(kb, "idle", idle=60)
     shutdowns: list[str] = []
     await fake_worker(kb, record.id, shutdowns)
-    other = Leases(await kb.js.key_value(subjects.CULL_BUCKET), "someone-else")
+    other = Leases(await Bucket.open(kb.nc, subjects.CULL_BUCKET), "someone-else")
     assert await other.take(record.id)
     assert await (await culler(kb)).tick() == 0
     assert shutdowns == []
@@ -216,7 +210,7 @@ async def test_stale_lease_is_swept_and_kernel_culled(kb: Bus) -> None:
     record = await put_kernel(kb, "idle", idle=60)
     shutdowns: list[str] = []
     await fake_worker(kb, record.id, shutdowns)
-    kv = await kb.js.key_value(subjects.CULL_BUCKET)
+    kv = await Bucket.open(kb.nc, subjects.CULL_BUCKET)
     old = {"culler_id": "dead-culler", "taken_at": "2020-01-01T00:00:00.000000Z"}
     await kv.create(record.id, json.dumps(old).encode())
     await kv.create("garbage-lease", b"not json")
@@ -226,7 +220,7 @@ async def test_stale_lease_is_swept_and_kernel_culled(kb: Bus) -> None:
 
 
 async def test_sweep_deletes_only_stale_leases(kb: Bus) -> None:
-    kv = await kb.js.key_value(subjects.CULL_BUCKET)
+    kv = await Bucket.open(kb.nc, subjects.CULL_BUCKET)
     leases = Leases(kv, "sweeper")
     assert await leases.sweep(max_age=60) == 0  # an empty bucket is not an error
     assert await leases.take("fresh")
@@ -282,7 +276,7 @@ async def test_lost_worker_reported_once_and_its_kernels_marked_dead(kb: Bus) ->
     mine = [await put_kernel(kb, "idle", idle=0, worker_id="w-lost") for _ in range(2)]
     other = await put_kernel(kb, "idle", idle=0, worker_id="w-other")
     await kb.registry.put_heartbeat(heartbeat("w-other"))
-    kv = await kb.js.key_value(subjects.CULL_BUCKET)
+    kv = await Bucket.open(kb.nc, subjects.CULL_BUCKET)
     statuses: list[bytes] = []
 
     async def on_iopub(msg: Msg) -> None:
@@ -317,7 +311,7 @@ async def test_lost_worker_reported_once_and_its_kernels_marked_dead(kb: Bus) ->
 async def test_cleanly_stopped_worker_is_not_lost(kb: Bus) -> None:
     await kb.registry.put_heartbeat(heartbeat("w-clean"))
     record = await put_kernel(kb, "idle", idle=0, worker_id="w-clean")
-    kv = await kb.js.key_value(subjects.CULL_BUCKET)
+    kv = await Bucket.open(kb.nc, subjects.CULL_BUCKET)
     handler = WorkerLossHandler(kb.nc, kb.registry, Leases(kv, "c1"), kb.publisher)
     await handler.check()
     await kb.registry.remove_worker("w-clean")
@@ -328,43 +322,6 @@ async def test_cleanly_stopped_worker_is_not_lost(kb: Bus) -> None:
     assert fresh is not None and fresh.execution_state == "idle"
 
 
-async def _keys(kv: KeyValue) -> list[str]:
-    """Live keys only: `kv_keys` lists purged ones too (their subject still holds a marker)."""
-    live = []
-    for key in await kv_keys(kv):
-        with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            if (await kv.get(key)).value:
-                live.append(key)
-    return live
-
-
-async def test_event_subscriptions_feed_view_and_tracker(kb: Bus) -> None:
-    earlier = {"worker_id": "w-earlier", "hostname": "h", "max_kernels": 1, "kernel_ids": []}
-    await kb.publisher.emit(events.WORKER_STOPPED, earlier)
-    await kb.publisher.flush()
-    c = await culler(kb)
-    tracker = WorkerTracker()
-    sink = activity.EventSink(c.view.apply, tracker.note_stopped)
-    subscriptions = await activity.subscribe(kb.js, event_registry(), sink)
-    try:
-        await until(lambda: "w-earlier" in tracker.stopped)
-        record = await put_kernel(kb, "idle", idle=60)
-        await c.refresh()
-        await kb.nc.publish(subjects.event_subject(events.KERNEL_ACTIVITY), b"garbage")
-        now = utcnow()
-        data = {
-            "kernel_id": record.id,
-            "kernel_name": "python3",
-            "worker_id": "w1",
-            "execution_state": "busy",
-            "last_activity": jupyter_timestamp(now),
-            "connections": 0,
-        }
-        await kb.publisher.emit(events.KERNEL_ACTIVITY, data)
-        await until(lambda: record.id in c.view.activity)
-        snap = c.view.snapshot(record.id)
-        assert snap is not None and snap.execution_state == "busy"
-        assert await c.tick() == 0
-    finally:
-        for subscription in subscriptions:
-            await subscription.unsubscribe()
+async def _keys(kv: Bucket) -> list[str]:
+    """Live keys only: `keys()` lists purged ones too (their subject still holds a marker)."""
+    return [key for key in await kv.keys() if await kv.get(key) is not None]

@@ -1,6 +1,6 @@
 """Listing KV keys under load: nats-py's `KeyValue.keys()` can report an empty bucket when
 the server counts the last message as delivered before the client has it; the api then saw
-no live worker (503 on POST /api/kernels). `kernelbus.kvkeys.kv_keys` has no such window."""
+no live worker (503 on POST /api/kernels). `kernelbus.bus_kv.kv_keys` has no such window."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import asyncio
 import uuid
 
 import pytest
+from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
 from kernelbus import bus
-from kernelbus.kvkeys import kv_keys
+from kernelbus.bus_kv import kv_keys
 from kernelbus.models import KernelRecord
 from kernelbus.natsserver import NatsServer
 from kernelbus.registry import Registry
@@ -33,7 +34,7 @@ async def test_concurrent_listings_never_miss_a_key_being_rewritten(
         rewriting = asyncio.create_task(_rewrite(kv, "worker-a"))
         try:
             # 8 listers at once, as api requests are served: keys() misses here regularly.
-            listings = await asyncio.gather(*(_list_many(kv) for _ in range(8)))
+            listings = await asyncio.gather(*(_list_many(nc.jetstream()) for _ in range(8)))
         finally:
             rewriting.cancel()
         assert all(keys == ["worker-a"] for batch in listings for keys in batch)
@@ -62,5 +63,5 @@ async def _rewrite(kv: KeyValue, key: str) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _list_many(kv: KeyValue) -> list[list[str]]:
-    return [await kv_keys(kv) for _ in range(40)]
+async def _list_many(js: JetStreamContext) -> list[list[str]]:
+    return [await kv_keys(js, "keys_test") for _ in range(40)]

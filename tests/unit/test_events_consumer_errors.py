@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import nats.errors
 
-from kernelbus_events.consumer import describe_error
+from kernelbus.errors import describe_error
 
 
 def test_an_error_without_a_message_is_named_by_its_type() -> None:

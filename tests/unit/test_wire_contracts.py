@@ -8,7 +8,7 @@ import re
 import jupyter_client
 import pytest
 
-from kernelbus import events, subjects
+from kernelbus import events, jupyter_server_handler, subjects
 from kernelbus.framing import PROTOCOL_VERSION, message_frame, unpack_v1
 from kernelbus.messages import UUID_PATTERN, new_kernel_id
 from kernelbus_api.channels.codec import stderr_notice
@@ -74,6 +74,22 @@ def test_kernel_action_error_carries_the_message_or_the_type() -> None:
     assert events.kernel_action("start", "k1", "py", TimeoutError())["msg"] == "TimeoutError"
 
 
+def test_a_failed_rest_request_reports_its_status_and_leaves_out_what_it_does_not_know() -> None:
+    failed = events.kernel_action("start", None, "python3", "", status_code=503)
+    assert failed == {
+        "action": "start",
+        "kernel_name": "python3",
+        "status": "error",
+        "status_code": 503,
+        "msg": "Kernel start failed",
+    }
+    assert "status_code" not in events.kernel_action("restart", "k1", "py", RuntimeError("x"))
+
+
+def test_the_stdlib_only_jupyter_server_handler_names_the_event_id_header_as_events_does() -> None:
+    assert jupyter_server_handler.EVENT_ID_HEADER == events.EVENT_ID_HEADER
+
+
 def test_kernel_ids_match_the_one_pattern() -> None:
     assert re.fullmatch(UUID_PATTERN.strip("^$"), new_kernel_id())
     assert not re.match(UUID_PATTERN, new_kernel_id().upper())
@@ -88,6 +104,7 @@ def test_kernel_action_payloads_validate_against_jupyter_servers_schema() -> Non
     for data in (
         events.kernel_action("shutdown", new_kernel_id(), "python3"),
         events.kernel_action("start", new_kernel_id(), "python3", RuntimeError("no")),
+        events.kernel_action("start", None, "python3", "No such kernel", status_code=404),
     ):
         logger.emit(schema_id=events.KERNEL_ACTIONS, data=data)  # raises when invalid
         assert capture.captured is not None and capture.captured["msg"] == data["msg"]

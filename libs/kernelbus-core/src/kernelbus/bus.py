@@ -32,6 +32,7 @@ from kernelbus.errors import (
     KernelbusError,
     NoWorkerAvailable,
     PayloadTooLarge,
+    describe_error,
     error_for,
 )
 from kernelbus.messages import CommandError, KernelReply, OkReply
@@ -218,9 +219,19 @@ async def ensure_infrastructure(js: JetStreamContext, replicas: int = 0) -> None
 
     `replicas` (setting `nats_replicas`): copies of each bucket and stream; 0 means
     min(3, cluster size), the size read from the connected server's INFO. Existing buckets
-    and streams are left as they are.
+    and streams are left as they are. JetStream not answering (not enabled on the server, or
+    no quorum) raises `BusUnavailable` saying so.
     """
-    replicas = replicas or cluster_replicas(js)
+    try:
+        await _ensure_all(js, replicas or cluster_replicas(js))
+    except nats.errors.Error as exc:
+        raise BusUnavailable(
+            f"JetStream did not set up the streams and buckets ({describe_error(exc)}): "
+            "is JetStream enabled on the NATS server, with a quorum?"
+        ) from exc
+
+
+async def _ensure_all(js: JetStreamContext, replicas: int) -> None:
     await _ensure_kv(js, subjects.KERNELS_BUCKET, None, replicas)
     await _ensure_kv(js, subjects.WORKERS_BUCKET, subjects.WORKER_TTL, replicas)
     await _ensure_kv(js, subjects.CONNECTIONS_BUCKET, subjects.CONNECTIONS_TTL, replicas)
@@ -370,6 +381,18 @@ JETSTREAM_UNAVAILABLE = (
 )
 
 
+async def ping(nc: Client, subject: str, timeout: float, payload: bytes = b"") -> bool | None:
+    """Whether anyone answers on `subject`: True (answered), False (no responder: nobody is
+    subscribed), None (no answer in time, or the bus went down meanwhile: unknown)."""
+    try:
+        await nc.request(subject, payload, timeout=timeout)
+    except nats.errors.NoRespondersError:
+        return False
+    except nats.errors.Error:
+        return None
+    return True
+
+
 def translate(exc: nats.errors.Error, connected: bool) -> KernelbusError:
     """The typed error a raw nats-py error means, for callers that reach the bus directly
     (JetStream KV reads of the registry): the one place nats-py's errors are interpreted.
@@ -399,6 +422,17 @@ def translate(exc: nats.errors.Error, connected: bool) -> KernelbusError:
     if not connected or isinstance(exc, unavailable):
         return BusUnavailable(UNAVAILABLE)
     return KernelbusError(f"message bus error: {type(exc).__name__}: {exc}")
+
+
+async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
+    """Up to `batch` messages of a pull consumer; [] when none came within `timeout`.
+    Any other failure (NATS away) raises the `KernelbusError` it means."""
+    try:
+        return await sub.fetch(batch, timeout=timeout)
+    except nats.errors.TimeoutError:
+        return []
+    except nats.errors.Error as exc:
+        raise translate(exc, False) from exc
 
 
 Handler = Callable[[M, Msg], Awaitable[OkReply]]
@@ -470,8 +504,10 @@ __all__ = [
     "close",
     "connect",
     "ensure_infrastructure",
+    "fetch",
     "inbox_prefix",
     "parse_with",
+    "ping",
     "request",
     "respond",
     "responder",

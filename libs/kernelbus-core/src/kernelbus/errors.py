@@ -107,6 +107,12 @@ _BY_CODE: dict[str, type[KernelbusError]] = {
 }
 
 
+def describe_error(exc: BaseException) -> str:
+    """`Type: message`, or only the type: many errors (nats-py's) have an empty message."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 def error_for(code: str, message: str) -> KernelbusError:
     """Rebuild the typed error a `CommandError` reply names."""
     return _BY_CODE.get(code, InternalError)(message)

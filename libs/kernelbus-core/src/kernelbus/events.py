@@ -53,15 +53,34 @@ _PAST = {"start": "started", "interrupt": "interrupted", "restart": "restarted"}
 
 
 def kernel_action(
-    action: str, kernel_id: str, kernel_name: str, error: BaseException | None = None
+    action: str,
+    kernel_id: str | None,
+    kernel_name: str | None,
+    error: BaseException | str | None = None,
+    *,
+    status_code: int | None = None,
 ) -> dict[str, Any]:
     """A `kernel_actions` payload worded exactly as jupyter_server words it: success with
-    "Kernel <id> was <past tense>." (`shutdown` stays `shutdown`), or error with the message."""
-    data: dict[str, Any] = {"action": action, "kernel_id": kernel_id, "kernel_name": kernel_name}
+    "Kernel <id> was <past tense>." (`shutdown` stays `shutdown`), or error with the message
+    (an exception's text, else its type; an empty message: "Kernel <action> failed").
+
+    A failed request may not know its kernel (id or name): absent ones are left out.
+    `status_code`: the HTTP status the client got, for an error answered over REST.
+    """
+    data: dict[str, Any] = {"action": action}
+    if kernel_id:
+        data["kernel_id"] = kernel_id
+    if kernel_name:
+        data["kernel_name"] = kernel_name
     if error is None:
         data.update(status="success", msg=f"Kernel {kernel_id} was {_PAST.get(action, action)}.")
-    else:
-        data.update(status="error", msg=str(error) or type(error).__name__)
+        return data
+    if isinstance(error, BaseException):
+        error = str(error) or type(error).__name__
+    data["status"] = "error"
+    if status_code is not None:
+        data["status_code"] = status_code
+    data["msg"] = error or f"Kernel {action} failed"
     return data
 
 

@@ -24,6 +24,10 @@ import urllib.request
 import uuid
 from typing import Any
 
+EVENT_ID_HEADER = "Kb-Event-Id"
+"""`kernelbus.events.EVENT_ID_HEADER`, spelled again because this module imports nothing but
+the standard library (jupyter_server loads it); a unit test keeps the two equal."""
+
 log = logging.getLogger(__name__)
 
 _STOP = object()
@@ -117,7 +121,7 @@ class KernelbusEventHandler(logging.Handler):
         log.error("Kernelbus event %s not delivered to %s", event_id, self.endpoint)
 
     def _post(self, event_id: str, body: bytes) -> str:
-        headers = {"Content-Type": "application/json", "Kb-Event-Id": event_id}
+        headers = {"Content-Type": "application/json", EVENT_ID_HEADER: event_id}
         if self.token:
             headers["Authorization"] = f"token {self.token}"
         request = urllib.request.Request(self.endpoint, body, headers, method="POST")

@@ -59,20 +59,13 @@ MAX_PAYLOAD = 8 * 1024 * 1024
 """8 MiB: NATS's recommended ceiling. Larger Jupyter messages are chunked (see ADR 0003)."""
 
 
-def write_config(store_dir: Path, port: int, extra: str = "") -> Path:
+def write_config(store_dir: Path, port: int, extra: str = "", jetstream: bool = True) -> Path:
     config = store_dir / "nats-server.conf"
     # 0600: the configuration may hold the users' passwords (kernelbus.natsauth).
     config.touch(mode=0o600, exist_ok=True)
     config.chmod(0o600)
-    config.write_text(
-        f"""listen: 127.0.0.1:{port}
-max_payload: {MAX_PAYLOAD}
-jetstream {{
-  store_dir: "{store_dir / "jetstream"}"
-}}
-{extra}
-"""
-    )
+    js = f'jetstream {{\n  store_dir: "{store_dir / "jetstream"}"\n}}\n' if jetstream else ""
+    config.write_text(f"listen: 127.0.0.1:{port}\nmax_payload: {MAX_PAYLOAD}\n{js}{extra}\n")
     return config
 
 
@@ -82,10 +75,12 @@ def start(
     extra_config: str = "",
     log_file: Path | None = None,
     ready_timeout: float = 15.0,
+    jetstream: bool = True,
 ) -> NatsServer:
+    """`jetstream=False`: a server without JetStream (tests of a start that needs it)."""
     store_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    config = write_config(store_dir, port, extra_config)
+    config = write_config(store_dir, port, extra_config, jetstream)
     if log_file:
         log_file.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115

@@ -6,20 +6,41 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from kernelbus import subjects
-from kernelbus.kvkeys import kv_keys
+from kernelbus import bus, subjects
+from kernelbus.bus_kv import kv_keys, kv_stream, kv_subject
 from kernelbus.models import KernelRecord, WorkerHeartbeat
 from kernelbus.registryview import KernelSummary, RegistryView
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _translated(
+    method: Callable[Concatenate[Registry, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Registry, P], Coroutine[Any, Any, T]]:
+    """nats-py's errors out of `method` become the `KernelbusError` they mean."""
+
+    async def translated(self: Registry, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        except nats.errors.Error as exc:
+            raise bus.translate(exc, self.connected()) from exc
+
+    translated.__name__, translated.__doc__ = method.__name__, method.__doc__
+    return translated
 
 
 @dataclass
@@ -27,16 +48,25 @@ class Registry:
     kernels: KeyValue
     workers: KeyValue
     connections: KeyValue
+    js: JetStreamContext
     view: RegistryView | None = field(default=None, compare=False)
     """Watch-fed view for listing (api, culler): see `kernelbus.registryview`."""
+    connected: Callable[[], bool] = field(default=lambda: True, compare=False)
+    """Whether the connection is up, to tell `BusUnavailable` from `BusTimeout`."""
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> Registry:
-        return cls(
-            kernels=await js.key_value(subjects.KERNELS_BUCKET),
-            workers=await js.key_value(subjects.WORKERS_BUCKET),
-            connections=await js.key_value(subjects.CONNECTIONS_BUCKET),
-        )
+    async def open(cls, js: JetStreamContext, nc: Client | None = None) -> Registry:
+        """The registry's buckets (they exist: `bus.ensure_infrastructure`). Its methods raise
+        our own errors (`bus.translate`), never nats-py's; `nc` tells them whether the bus is
+        up (without it a timeout counts as `BusTimeout`)."""
+        try:
+            kernels = await js.key_value(subjects.KERNELS_BUCKET)
+            workers = await js.key_value(subjects.WORKERS_BUCKET)
+            connections = await js.key_value(subjects.CONNECTIONS_BUCKET)
+        except nats.errors.Error as exc:
+            raise bus.translate(exc, nc is None or nc.is_connected) from exc
+        connected = (lambda: nc.is_connected) if nc is not None else (lambda: True)
+        return cls(kernels, workers, connections, js, connected=connected)
 
     async def start_view(self, nc: Client, timeout: float = 10.0) -> None:
         """Open the watch-fed view and wait (up to `timeout`) for its first full load; until
@@ -53,6 +83,7 @@ class Registry:
             await self.view.close()
             self.view = None
 
+    @_translated
     async def kernel_summaries(self) -> list[KernelSummary]:
         """Every kernel, as of now: from the view when it has caught up, else read directly."""
         if self.view is not None and self.view.kernels.ready.is_set():
@@ -67,6 +98,7 @@ class Registry:
         entry = await self.get_kernel_entry(kernel_id)
         return entry[0] if entry else None
 
+    @_translated
     async def get_kernel_entry(self, kernel_id: str) -> tuple[KernelRecord, int] | None:
         """The record and its KV revision (for compare-and-set updates)."""
         try:
@@ -75,9 +107,7 @@ class Registry:
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             # A direct get may be answered by a replica a write has not reached yet: a miss
             # is asked again of the stream's leader (read-your-writes for a kernel just started).
-            if not getattr(self.kernels, "_direct", False):
-                return None
-            found = await _leader_get(self.kernels, kernel_id)
+            found = await _leader_get(self.js, subjects.KERNELS_BUCKET, kernel_id)
             if found is None:
                 return None
             value, revision = found
@@ -89,16 +119,28 @@ class Registry:
             log.warning("unreadable registry entry for kernel %s", kernel_id)
             return None
 
+    @_translated
     async def put_kernel(self, record: KernelRecord) -> int:
         return await self.kernels.put(record.id, record.model_dump_json().encode())
 
+    @_translated
+    async def replace_kernel(self, record: KernelRecord, last: int) -> bool:
+        """Write `record` only if its entry is still at revision `last`; False if it changed."""
+        try:
+            await self.kernels.update(record.id, record.model_dump_json().encode(), last=last)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        return True
+
+    @_translated
     async def delete_kernel(self, kernel_id: str) -> None:
         with contextlib.suppress(nats.js.errors.KeyNotFoundError):
             await self.kernels.purge(kernel_id)
 
+    @_translated
     async def list_kernels(self) -> list[KernelRecord]:
         records = []
-        for key in await _keys(self.kernels):
+        for key in await kv_keys(self.js, subjects.KERNELS_BUCKET):
             record = await self.get_kernel(key)
             if record is not None:
                 records.append(record)
@@ -106,17 +148,20 @@ class Registry:
 
     # --- workers ------------------------------------------------------------------------
 
+    @_translated
     async def put_heartbeat(self, heartbeat: WorkerHeartbeat) -> None:
         await self.workers.put(heartbeat.worker_id, heartbeat.model_dump_json().encode())
 
+    @_translated
     async def remove_worker(self, worker_id: str) -> None:
         with contextlib.suppress(nats.js.errors.KeyNotFoundError):
             await self.workers.purge(worker_id)
 
+    @_translated
     async def live_workers(self) -> list[WorkerHeartbeat]:
         """Workers whose heartbeat has not aged out of the bucket (TTL `WORKER_TTL`)."""
         workers = []
-        for key in await _keys(self.workers):
+        for key in await kv_keys(self.js, subjects.WORKERS_BUCKET):
             try:
                 entry = await self.workers.get(key)
             except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
@@ -130,6 +175,7 @@ class Registry:
 
     # --- websocket connections (per api replica, aged out with the replica) ---------------
 
+    @_translated
     async def set_connections(self, kernel_id: str, api_instance: str, count: int) -> None:
         key = f"{kernel_id}.{api_instance}"
         if count > 0:
@@ -138,12 +184,13 @@ class Registry:
             with contextlib.suppress(nats.js.errors.KeyNotFoundError):
                 await self.connections.purge(key)
 
+    @_translated
     async def connection_counts(self) -> dict[str, int]:
         """kernel_id -> open websockets summed over every live api replica."""
         if self.view is not None and (viewed := self.view.connection_counts()) is not None:
             return viewed
         counts: dict[str, int] = {}
-        for key in await _keys(self.connections):
+        for key in await kv_keys(self.js, subjects.CONNECTIONS_BUCKET):
             kernel_id = key.split(".", 1)[0]
             try:
                 entry = await self.connections.get(key)
@@ -159,19 +206,13 @@ class Registry:
         return (await self.connection_counts()).get(kernel_id, 0)
 
 
-async def _leader_get(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
-    """The key's last message as the stream leader has it (private nats-py attributes, as in
-    `kernelbus.kvkeys`); None when absent or deleted."""
+async def _leader_get(js: JetStreamContext, bucket: str, key: str) -> tuple[bytes, int] | None:
+    """The key's last message as the stream leader has it; None when absent or deleted."""
     try:
-        msg = await kv._js.get_last_msg(kv._stream, f"{kv._pre}{key}", direct=False)
+        msg = await js.get_last_msg(kv_stream(bucket), kv_subject(bucket, key), direct=False)
     except nats.js.errors.NotFoundError:
         return None
     operation = (msg.headers or {}).get("KV-Operation")
     if operation in ("DEL", "PURGE") or not msg.data:
         return None
     return msg.data, msg.seq or 0
-
-
-async def _keys(kv: KeyValue) -> list[str]:
-    # Not `kv.keys()`: it can report an empty bucket under load (see `kernelbus.kvkeys`).
-    return await kv_keys(kv)

@@ -15,12 +15,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import nats.js.errors
-from nats.js.kv import KeyValue
 from pydantic import BaseModel, ValidationError
 
+from kernelbus.bus_kv import Bucket, KeyChanged
 from kernelbus.errors import BusTimeout, CapacityExceeded
-from kernelbus.kvkeys import kv_keys
 from kernelbus.registry import Registry
 
 _GATE = "gate"
@@ -36,7 +34,7 @@ class Reservation(BaseModel):
 
 @dataclass
 class Admission:
-    kv: KeyValue
+    kv: Bucket
     registry: Registry
     max_kernels: int | None
     max_per_user: int | None
@@ -88,7 +86,7 @@ class Admission:
     async def _reservations(self) -> list[Reservation]:
         found = []
         now = time.time()
-        for key in await _keys(self.kv):
+        for key in await self.kv.keys():
             if not key.startswith(_PREFIX):
                 continue
             res = await self._read(key)
@@ -97,35 +95,29 @@ class Admission:
         return found
 
     async def _read(self, key: str) -> Reservation | None:
-        try:
-            entry = await self.kv.get(key)
-            return Reservation.model_validate_json(entry.value or b"")
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        entry = await self.kv.get(key)
+        if entry is None:
             return None
+        try:
+            return Reservation.model_validate_json(entry.value)
         except ValidationError:
             return None
 
     async def _gate_revision(self) -> int:
         for _ in range(3):
-            try:
-                return (await self.kv.get(_GATE)).revision or 0
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-                with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
-                    return await self.kv.create(_GATE, b"0")
+            gate = await self.kv.get(_GATE)
+            if gate is not None:
+                return gate.revision
+            with contextlib.suppress(KeyChanged):  # another replica created it meanwhile
+                return await self.kv.create(_GATE, b"0")
         raise BusTimeout("cannot read the admission gate")
 
     async def _advance(self, revision: int) -> bool:
         try:
             await self.kv.update(_GATE, str(time.time()).encode(), last=revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except KeyChanged:
             return False
         return True
 
     async def _release(self, kernel_id: str) -> None:
-        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
-            await self.kv.purge(_PREFIX + kernel_id)
-
-
-async def _keys(kv: KeyValue) -> list[str]:
-    # Not `kv.keys()`: it can miss every key under load and so over-admit (`kernelbus.kvkeys`).
-    return await kv_keys(kv)
+        await self.kv.purge(_PREFIX + kernel_id)

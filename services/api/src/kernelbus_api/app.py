@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from kernelbus import bus, subjects
+from kernelbus import subjects
+from kernelbus.bus_kv import Bucket
 from kernelbus.events import EventPublisher
-from kernelbus.registry import Registry
+from kernelbus.startup import open_bus, open_registry, starting
 from kernelbus_api import drains, errors, metrics, openapi
 from kernelbus_api.admission import Admission
 from kernelbus_api.busguard import BusGuard
 from kernelbus_api.channels import router as channels_router
+from kernelbus_api.channels.hub import Hub
 from kernelbus_api.cors import CorsMiddleware
 from kernelbus_api.kernels import Kernels
 from kernelbus_api.routes import kernels, kernelspecs, meta, sessions
@@ -56,37 +58,40 @@ def _reattach(app: FastAPI, conn_ids: list[str]) -> None:
         hub.reattach(conn_ids)
 
 
+async def open_state(settings: ApiSettings, stack: AsyncExitStack) -> AppState:
+    """Acquire every resource of the api, each entered into `stack` as it is acquired, so a
+    start failing half-way releases what it got so far, in reverse order."""
+    handles = await open_bus(stack, settings, name=settings.api_instance, role="api")
+    nc, js = handles.nc, handles.js
+    registry = await open_registry(stack, handles, view=True)
+    admission = Admission(
+        kv=await Bucket.open(nc, subjects.STARTS_BUCKET),
+        registry=registry,
+        max_kernels=settings.max_kernels,
+        max_per_user=settings.max_kernels_per_user,
+    )
+    publisher = await EventPublisher.open(js, source=f"api/{settings.api_instance}")
+    stack.push_async_callback(publisher.close, 2)
+    drains_kv = await Bucket.open(nc, subjects.DRAINS_BUCKET)
+    kernel_manager = Kernels(settings, nc, registry, admission, drains_kv, publisher)
+    session_manager = Sessions(await Bucket.open(nc, subjects.SESSIONS_BUCKET), kernel_manager)
+    return AppState(
+        settings, nc, js, registry, kernel_manager, session_manager, handles.connectivity
+    )
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        connectivity = bus.Connectivity()
-        nc = await bus.connect(
-            settings, name=settings.api_instance, role="api", connectivity=connectivity
-        )
-        js = nc.jetstream()
-        await bus.ensure_infrastructure(js, settings.nats_replicas)
-        registry = await Registry.open(js)
-        await registry.start_view(nc)
-        admission = Admission(
-            kv=await js.key_value(subjects.STARTS_BUCKET),
-            registry=registry,
-            max_kernels=settings.max_kernels,
-            max_per_user=settings.max_kernels_per_user,
-        )
-        publisher = await EventPublisher.open(js, source=f"api/{settings.api_instance}")
-        drains_kv = await js.key_value(subjects.DRAINS_BUCKET)
-        kernel_manager = Kernels(settings, nc, registry, admission, drains_kv, publisher)
-        session_manager = Sessions(await js.key_value(subjects.SESSIONS_BUCKET), kernel_manager)
-        app.state.kb = AppState(
-            settings, nc, js, registry, kernel_manager, session_manager, connectivity
-        )
-        await answer_pings(nc, settings.api_instance, lambda ids: _reattach(app, ids))
-        try:
+        async with AsyncExitStack() as stack:
+            async with starting("api"):
+                state = await open_state(settings, stack)
+                hub = Hub.create(state)
+                stack.push_async_callback(hub.aclose)
+                app.state.kb = state
+                app.state.kb_channels = hub
+                await answer_pings(state.nc, settings.api_instance, lambda ids: _reattach(app, ids))
             yield
-        finally:
-            await publisher.close(timeout=2)
-            await registry.close_view()
-            await bus.close(nc)
 
     prefix = settings.prefix
     app = FastAPI(

@@ -5,15 +5,13 @@ lives in the `kb_drains` KV bucket, so every api replica honours it."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 from typing import Any
 
-import nats.js.errors
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
-from nats.js.kv import KeyValue
 
+from kernelbus.bus_kv import Bucket
 from kernelbus.timefmt import jupyter_timestamp, utcnow
 from kernelbus_api.auth import require_token
 from kernelbus_api.deps import State
@@ -25,8 +23,8 @@ router = APIRouter(dependencies=[Depends(require_token)], tags=["admin"])
 _WORKER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def _drains(state: Any) -> KeyValue:
-    kv: KeyValue | None = state.kernels.drains
+def _drains(state: Any) -> Bucket:
+    kv: Bucket | None = state.kernels.drains
     assert kv is not None
     return kv
 
@@ -62,6 +60,5 @@ async def undrain(state: State, worker_id: str = Path()) -> JSONResponse:
     """Let `worker_id` take new kernels again. Idempotent."""
     if not _WORKER_ID.match(worker_id):
         return error_response(400, "invalid worker id")
-    with contextlib.suppress(nats.js.errors.KeyNotFoundError):
-        await _drains(state).purge(worker_id)
+    await _drains(state).purge(worker_id)
     return JSONResponse({"worker_id": worker_id, "draining": False})

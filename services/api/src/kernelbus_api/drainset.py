@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-
-import nats.js.errors
-from nats.js.kv import KeyValue
-
-from kernelbus.kvkeys import kv_keys
+from kernelbus.bus_kv import Bucket
 
 
-async def drained_workers(kv: KeyValue) -> set[str]:
+async def drained_workers(kv: Bucket) -> set[str]:
     """Worker ids with a drain note (a purged key leaves a marker subject: `get` tells)."""
-    drained = set()
-    for key in await kv_keys(kv):
-        with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            entry = await kv.get(key)
-            if entry.value:
-                drained.add(key)
-    return drained
+    return {key for key in await kv.keys() if await kv.get(key) is not None}

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
-from nats.js.kv import KeyValue
 
 from kernelbus import bus, events, subjects
+from kernelbus.bus_kv import Bucket
 from kernelbus.errors import (
     BusTimeout,
     CapacityExceeded,
@@ -55,7 +55,7 @@ class Kernels:
     nc: Client
     registry: Registry
     admission: Admission
-    drains: KeyValue | None = None
+    drains: Bucket | None = None
     """`kb_drains`: workers that take no new kernels (`POST /api/admin/workers/{id}/drain`)."""
     events: EventPublisher | None = None
     """Where failed lifecycle actions are reported as `kernel_actions` error events."""
@@ -152,16 +152,7 @@ class Kernels:
     ) -> None:
         if self.events is None:
             return
-        data: dict[str, Any] = {
-            "action": action,
-            "status": "error",
-            "status_code": code,
-            "msg": message or f"Kernel {action} failed",
-        }
-        if kernel_id:
-            data["kernel_id"] = kernel_id
-        if name:
-            data["kernel_name"] = name
+        data = events.kernel_action(action, kernel_id, name, message, status_code=code)
         try:
             await self.events.emit(events.KERNEL_ACTIONS, data)
         except Exception:

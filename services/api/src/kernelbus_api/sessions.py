@@ -12,12 +12,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import nats.js.errors
-from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from kernelbus.bus_kv import Bucket
 from kernelbus.errors import BadRequest, NoSuchKernel
-from kernelbus.kvkeys import kv_keys
 from kernelbus_api.kernels import Kernels
 from kernelbus_api.models import SessionBody, StartKernelBody
 
@@ -38,7 +36,7 @@ class NoSuchSession(NoSuchKernel):
 
 @dataclass
 class Sessions:
-    kv: KeyValue
+    kv: Bucket
     kernels: Kernels
 
     async def create(self, body: SessionBody, user: str | None = None) -> dict[str, Any]:
@@ -122,22 +120,20 @@ class Sessions:
             await self.kernels.shutdown(kernel_id)
 
     async def _records(self) -> list[SessionRecord]:
-        # Not `kv.keys()`: it can miss every key under load (see `kernelbus.kvkeys`).
-        records = [await self._read(key) for key in await kv_keys(self.kv)]
+        records = [await self._read(key) for key in await self.kv.keys()]
         return [r for r in records if r is not None]
 
     async def _read(self, session_id: str) -> SessionRecord | None:
-        try:
-            entry = await self.kv.get(session_id)
-            return SessionRecord.model_validate_json(entry.value or b"")
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        entry = await self.kv.get(session_id)
+        if entry is None:
             return None
+        try:
+            return SessionRecord.model_validate_json(entry.value)
         except ValidationError:
             return None
 
     async def _forget(self, session_id: str) -> None:
-        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
-            await self.kv.purge(session_id)
+        await self.kv.purge(session_id)
 
 
 def _required(body: SessionBody) -> tuple[str, str, str | None]:

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from kernelbus.logs import setup_logging
 from kernelbus.quickexit import skip_final_collection
+from kernelbus.startup import run_service
 from kernelbus.telemetry import setup_tracing
 from kernelbus_culler.service import run
 from kernelbus_culler.settings import CullerSettings
@@ -32,11 +33,7 @@ def main() -> None:
     setup_logging(settings.log_format, settings.log_level)
     skip_final_collection()
     setup_tracing("kernelbus-culler")
-    try:
-        asyncio.run(_main(settings))
-    except ConnectionError as exc:
-        print(f"kernelbus-culler: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_service("kernelbus-culler", _main(settings))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ an invalid one is logged and skipped, and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,3 +89,10 @@ async def subscribe(
         deliver_policy=DeliverPolicy.ALL,
     )
     return [activity, stopped]
+
+
+async def unsubscribe(subscriptions: list[JetStreamContext.PushSubscription]) -> None:
+    """End what `subscribe` started; never raises (NATS may be gone already at shutdown)."""
+    for subscription in subscriptions:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()

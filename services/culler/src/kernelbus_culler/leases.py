@@ -1,28 +1,23 @@
 """Culling leases in the `kb_cull` KV bucket, so that with several culler replicas one kernel
 is culled (and one lost worker reported) once.
 
-A lease is created with `kv.create` (fails when the key exists), kept after a successful cull
+A lease is created with `Bucket.create` (fails when the key exists), kept after a successful cull
 (the kernel is gone; a replica with an older view re-reads the registry and finds nothing) and
 swept once older than `max_age`, which also frees kernels whose culler died mid-cull.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-import nats.js.errors
-from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from kernelbus.kvkeys import kv_keys
+from kernelbus.bus_kv import Bucket, KeyChanged
 from kernelbus.timefmt import utcnow
 
 log = logging.getLogger(__name__)
-
-_GONE = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError)
 
 
 class CullLease(BaseModel):
@@ -36,7 +31,7 @@ class CullLease(BaseModel):
 
 @dataclass
 class Leases:
-    kv: KeyValue
+    kv: Bucket
     owner: str
 
     async def take(self, key: str) -> bool:
@@ -45,7 +40,7 @@ class Leases:
         try:
             await self.kv.create(key, value)
             return True
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except KeyChanged:
             return await self._retake_own(key, value)
 
     async def _retake_own(self, key: str, value: bytes) -> bool:
@@ -56,19 +51,18 @@ class Leases:
         try:
             await self.kv.update(key, value, last=current[1])
             return True
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except KeyChanged:
             return False
 
     async def release(self, key: str) -> None:
         """Give a lease back (the kernel turned out not to need culling)."""
-        with contextlib.suppress(*_GONE):
-            await self.kv.purge(key)
+        await self.kv.purge(key)
 
     async def sweep(self, max_age: float, now: datetime | None = None) -> int:
         """Delete leases older than `max_age` seconds (or unreadable); returns how many."""
         now = now or utcnow()
         swept = 0
-        for key in await kv_keys(self.kv):
+        for key in await self.kv.keys():
             current = await self._read(key)
             if current is None:
                 continue
@@ -81,18 +75,15 @@ class Leases:
         try:
             await self.kv.delete(key, last=revision)
             return 1
-        except (nats.js.errors.KeyWrongLastSequenceError, *_GONE):
+        except KeyChanged:
             return 0
 
     async def _read(self, key: str) -> tuple[CullLease | None, int] | None:
-        try:
-            entry = await self.kv.get(key)
-        except _GONE:
-            return None
-        if not entry.value:
+        entry = await self.kv.get(key)
+        if entry is None:
             return None
         try:
-            return CullLease.model_validate_json(entry.value), entry.revision or 0
+            return CullLease.model_validate_json(entry.value), entry.revision
         except ValidationError:
             log.warning("unreadable cull lease under key %s; treating it as stale", key)
-            return None, entry.revision or 0
+            return None, entry.revision

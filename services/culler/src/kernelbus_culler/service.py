@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kernelbus import bus, subjects
+from kernelbus.bus_kv import Bucket
 from kernelbus.events import EventPublisher
-from kernelbus.registry import Registry
 from kernelbus.schemas import event_registry
+from kernelbus.startup import open_bus, open_registry, starting
 from kernelbus_culler import activity, health
 from kernelbus_culler.culling import Culler
 from kernelbus_culler.leases import Leases
@@ -25,18 +26,35 @@ PROBE_TIMEOUT = 2.0
 """Seconds a liveness probe waits for an answer; a timeout counts as alive (slow, not gone)."""
 
 
+@dataclass
+class Parts:
+    """What `run` drives, wired by `_start`."""
+
+    culler: Culler
+    losses: WorkerLossHandler
+    liveness: health.Liveness
+    gate: BusGate
+
+
 async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
-    """Run until `stop` is set. The view is rebuilt from the registry before the first pass."""
-    connectivity = bus.Connectivity()
-    nc = await bus.connect(
-        settings, name=settings.culler_id, role="culler", connectivity=connectivity
-    )
-    js = nc.jetstream()
-    await bus.ensure_infrastructure(js, settings.nats_replicas)
-    registry = await Registry.open(js)
-    await registry.start_view(nc)
-    leases = Leases(await js.key_value(subjects.CULL_BUCKET), settings.culler_id)
+    """Run until `stop` is set. The view is rebuilt from the registry before the first pass.
+
+    Every resource is entered into one exit stack as it is acquired: a start failing half-way
+    releases what it got so far, in reverse order, and raises `StartFailed` saying why.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        async with starting("culler"):
+            parts = await _start(settings, stack)
+        await _run_loops(settings, parts, stop)
+
+
+async def _start(settings: CullerSettings, stack: contextlib.AsyncExitStack) -> Parts:
+    handles = await open_bus(stack, settings, name=settings.culler_id, role="culler")
+    nc, js, connectivity = handles.nc, handles.js, handles.connectivity
+    registry = await open_registry(stack, handles, view=True)
+    leases = Leases(await Bucket.open(nc, subjects.CULL_BUCKET), settings.culler_id)
     publisher = await EventPublisher.open(js, settings.culler_id)
+    stack.push_async_callback(publisher.close)
     culler = Culler(settings, nc, registry, leases, publisher)
     losses = WorkerLossHandler(nc, registry, leases, publisher)
 
@@ -47,21 +65,19 @@ async def run(settings: CullerSettings, stop: asyncio.Event) -> None:
     gate = BusGate(connectivity, settle=subjects.WORKER_TTL)
     sink = activity.EventSink(culler.view.apply, losses.tracker.note_stopped)
     subscriptions = await activity.subscribe(js, event_registry(), sink)
+    stack.push_async_callback(activity.unsubscribe, subscriptions)
     liveness = health.Liveness(max_age=3 * settings.worker_check_interval + 60)
-    server = await _health_server(settings, liveness)
-    try:
-        await culler.refresh()
-        _announce(settings)
-        await _run_loops(settings, culler, losses, liveness, gate, stop)
-    finally:
-        if server is not None:
-            server.close()
-        for subscription in subscriptions:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-        await publisher.close()
-        await registry.close_view()
-        await bus.close(nc)
+    if settings.health_port:
+        server = await health.serve(liveness, settings.health_ip, settings.health_port)
+        stack.push_async_callback(_close_server, server)
+    await culler.refresh()
+    _announce(settings)
+    return Parts(culler, losses, liveness, gate)
+
+
+async def _close_server(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()
 
 
 def _announce(settings: CullerSettings) -> None:
@@ -78,14 +94,6 @@ def _announce(settings: CullerSettings) -> None:
     else:
         log.info("culling is disabled (cull_idle_timeout = 0); watching for lost workers only")
     log.info("culler %s ready", settings.culler_id)
-
-
-async def _health_server(
-    settings: CullerSettings, liveness: health.Liveness
-) -> asyncio.Server | None:
-    if not settings.health_port:
-        return None
-    return await health.serve(liveness, settings.health_ip, settings.health_port)
 
 
 @dataclass
@@ -120,26 +128,19 @@ class BusGate:
         return open_
 
 
-async def _run_loops(
-    settings: CullerSettings,
-    culler: Culler,
-    losses: WorkerLossHandler,
-    liveness: health.Liveness,
-    gate: BusGate,
-    stop: asyncio.Event,
-) -> None:
+async def _run_loops(settings: CullerSettings, parts: Parts, stop: asyncio.Event) -> None:
     async def worker_check() -> None:
-        if gate.workers():
-            await losses.check()
-        liveness.beat()
+        if parts.gate.workers():
+            await parts.losses.check()
+        parts.liveness.beat()
 
     async def culling_pass() -> None:
-        if gate.culling():
-            await culler.tick()
+        if parts.gate.culling():
+            await parts.culler.tick()
 
     async def worker_probe() -> None:
-        if gate.workers():
-            await losses.probe(settings.worker_disconnect_grace, PROBE_TIMEOUT)
+        if parts.gate.workers():
+            await parts.losses.probe(settings.worker_disconnect_grace, PROBE_TIMEOUT)
 
     loops = [_every(settings.worker_check_interval, worker_check, stop, "worker check")]
     if settings.worker_disconnect_grace > 0:

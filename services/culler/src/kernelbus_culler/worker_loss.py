@@ -10,7 +10,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import nats.js.errors
 from nats.aio.client import Client
 
 from kernelbus import bus, events, subjects
@@ -112,9 +111,7 @@ async def mark_dead(registry: Registry, kernel_id: str, worker_id: str) -> bool:
     dead = record.model_copy(
         update={"execution_state": "dead", "reason": f"worker {worker_id} lost"}
     )
-    try:
-        await registry.kernels.update(kernel_id, dead.model_dump_json().encode(), last=revision)
-    except nats.js.errors.KeyWrongLastSequenceError:
+    if not await registry.replace_kernel(dead, revision):
         log.info("kernel %s changed while marking it dead; left as is", kernel_id)
         return False
     return True

@@ -4,12 +4,12 @@ is built at import time, so tests pass their own settings."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
-from kernelbus import bus
 from kernelbus.schemas import event_registry
+from kernelbus.startup import open_bus, starting
 from kernelbus_events.consumer import EventConsumer
 from kernelbus_events.metrics import EventsMetrics
 from kernelbus_events.routes import health, metrics, router
@@ -19,28 +19,32 @@ from kernelbus_events.store import EventStore
 from kernelbus_events.tail import Tail
 
 
+async def open_state(settings: EventsSettings, stack: AsyncExitStack) -> AppState:
+    """Acquire every resource of the service, each entered into `stack` as it is acquired,
+    so a start failing half-way releases what it got so far, in reverse order."""
+    registry = event_registry()
+    store = EventStore(settings.db_path)
+    await store.open()
+    stack.push_async_callback(store.close)
+    handles = await open_bus(
+        stack, settings, name=f"kernelbus-events-{settings.consumer}", role="events"
+    )
+    nc, js = handles.nc, handles.js
+    tail = Tail()
+    counters = EventsMetrics(tail_subscribers=lambda: float(len(tail)))
+    consumer = EventConsumer(js, settings, store, registry, tail, counters)
+    await consumer.start()
+    stack.push_async_callback(consumer.stop)
+    return AppState(settings, nc, js, store, registry, tail, consumer, counters)
+
+
 def create_app(settings: EventsSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = event_registry()
-        store = EventStore(settings.db_path)
-        await store.open()
-        nc = await bus.connect(
-            settings, name=f"kernelbus-events-{settings.consumer}", role="events"
-        )
-        js = nc.jetstream()
-        await bus.ensure_infrastructure(js, settings.nats_replicas)
-        tail = Tail()
-        counters = EventsMetrics(tail_subscribers=lambda: float(len(tail)))
-        consumer = EventConsumer(js, settings, store, registry, tail, counters)
-        await consumer.start()
-        app.state.kb = AppState(settings, nc, js, store, registry, tail, consumer, counters)
-        try:
+        async with AsyncExitStack() as stack:
+            async with starting("events"):
+                app.state.kb = await open_state(settings, stack)
             yield
-        finally:
-            await consumer.stop()
-            await bus.close(nc)
-            await store.close()
 
     app = FastAPI(title="Kernelbus events", lifespan=lifespan)
     app.include_router(health)

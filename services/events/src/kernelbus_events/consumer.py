@@ -8,13 +8,13 @@ import asyncio
 import contextlib
 import logging
 
-import nats.errors
 from jupyter_events.schema_registry import SchemaRegistry
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from kernelbus import subjects
+from kernelbus import bus, subjects
+from kernelbus.errors import describe_error
 from kernelbus.events import EVENT_ID_HEADER, MSG_ID_HEADER, SOURCE_HEADER
 from kernelbus.schemas import InvalidEvent, parse_capsule
 from kernelbus_events.metrics import EventsMetrics
@@ -27,12 +27,6 @@ log = logging.getLogger(__name__)
 ERROR_HEADER = "Kb-Error"
 ORIGINAL_SUBJECT_HEADER = "Kb-Original-Subject"
 ORIGINAL_SEQ_HEADER = "Kb-Original-Seq"
-
-
-def describe_error(exc: BaseException) -> str:
-    """`Type: message`, or only the type: many NATS errors have an empty message."""
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 class EventConsumer:
@@ -96,9 +90,7 @@ class EventConsumer:
         self.ready.set()
         while True:
             try:
-                batch = await sub.fetch(self._settings.batch, timeout=1.0)
-            except nats.errors.TimeoutError:
-                continue
+                batch = await bus.fetch(sub, self._settings.batch, timeout=1.0)
             except Exception as exc:  # NATS away: keep pulling once it returns
                 log.warning("fetch failed: %s", describe_error(exc))
                 await asyncio.sleep(0.5)

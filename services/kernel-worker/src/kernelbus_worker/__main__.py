@@ -6,6 +6,7 @@ import uvloop
 
 from kernelbus.logs import setup_logging
 from kernelbus.quickexit import skip_final_collection
+from kernelbus.startup import run_service
 from kernelbus.telemetry import setup_tracing
 from kernelbus_worker.settings import WorkerSettings
 from kernelbus_worker.worker import run_worker
@@ -18,7 +19,7 @@ def main() -> None:
     setup_tracing("kernelbus-worker")
     # uvloop: ~15% less worker CPU per relayed message than asyncio's selector loop, the
     # same latency (bench/perf.py A/B, ADR 0015); pyzmq's asyncio sockets work on any loop.
-    uvloop.run(run_worker(settings))
+    run_service("kernelbus-worker", run_worker(settings), uvloop.run)
 
 
 if __name__ == "__main__":

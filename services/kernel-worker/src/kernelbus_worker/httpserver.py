@@ -7,6 +7,7 @@ It starts after the worker announced itself ready, so answering at all means liv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from kernelbus import tinyhttp
@@ -27,10 +28,14 @@ def route(method: str, path: str) -> tinyhttp.Response:
     return 404, "text/plain", "not found\n"
 
 
-async def serve(settings: WorkerSettings, supervisor: Supervisor) -> None:
-    """Serve until cancelled (the worker cancels it on shutdown); nothing when the port is 0."""
+async def start(settings: WorkerSettings, supervisor: Supervisor) -> asyncio.Server | None:
+    """Bind and serve (None when the port is 0); the caller closes the server.
+
+    Bound during start-up, so a port that cannot be bound fails the worker's start clearly
+    instead of leaving it running without its health endpoint.
+    """
     if not settings.metrics_port:
-        return
+        return None
     metrics.KERNELS_RUNNING.read = lambda: float(supervisor.running)
     metrics.POOLED_KERNELS.read = lambda: float(len(supervisor.pool))
     metrics.POOL_TARGET.read = lambda: float(sum(supervisor.pool.targets().values()))
@@ -41,5 +46,4 @@ async def serve(settings: WorkerSettings, supervisor: Supervisor) -> None:
         settings.metrics_port,
         extra={"worker_id": settings.id},
     )
-    async with server:
-        await server.serve_forever()
+    return server

@@ -18,7 +18,6 @@ import json
 import logging
 import time
 
-import nats.errors
 from nats.aio.client import Client
 
 from kernelbus import bus, subjects
@@ -81,22 +80,19 @@ class ApiLiveness:
                     waiting.setdefault(attached.api_instance, []).append(attached.conn_id)
         for instance, conn_ids in waiting.items():
             payload = json.dumps({"reattach": conn_ids}).encode()
-            try:
-                await self.nc.request(subjects.api_ping(instance), payload, timeout=self.timeout)
-            except nats.errors.Error as exc:
-                log.info("api %s not asked to re-attach (%s)", instance, type(exc).__name__)
+            subject = subjects.api_ping(instance)
+            if not await bus.ping(self.nc, subject, self.timeout, payload):
+                log.info("api %s did not answer the request to re-attach", instance)
 
     async def alive(self, instance: str) -> bool:
         """False only when the replica is certainly gone (no responder); slow counts as alive."""
         asked = time.monotonic()
-        try:
-            await self.nc.request(subjects.api_ping(instance), b"", timeout=self.timeout)
-        except nats.errors.NoRespondersError:
+        answered = await bus.ping(self.nc, subjects.api_ping(instance), self.timeout)
+        if answered is False:
             return not self.settled()
-        except nats.errors.Error:  # a timeout, or the bus went down meanwhile
-            return True
-        self.last_seen[instance] = asked
-        return True
+        if answered:
+            self.last_seen[instance] = asked
+        return True  # answered, or unknown (a timeout, or the bus went down meanwhile)
 
     async def _check(self, instance: str) -> None:
         if not await self.alive(instance):

@@ -9,8 +9,8 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 from kernelbus import bus
 from kernelbus.errors import CapacityExceeded, NoSuchKernel, RestartFailed
@@ -34,7 +34,22 @@ log = logging.getLogger(__name__)
 
 SIM_PROVISIONER = "kernelbus-sim-provisioner"
 
-KernelHook = Callable[[ManagedKernel], Awaitable[None]]
+
+class KernelObserver(Protocol):
+    """Told when a kernel joins or leaves this worker (the bus handlers subscribe its
+    subjects for as long as it lives here)."""
+
+    async def kernel_added(self, kernel: ManagedKernel) -> None: ...
+
+    async def kernel_removed(self, kernel: ManagedKernel) -> None: ...
+
+
+class _Unobserved:
+    async def kernel_added(self, kernel: ManagedKernel) -> None:
+        return None
+
+    async def kernel_removed(self, kernel: ManagedKernel) -> None:
+        return None
 
 
 class Supervisor:
@@ -45,14 +60,12 @@ class Supervisor:
         outbox: Outbox,
         publisher: EventPublisher,
         catalog: Catalog,
-        on_added: KernelHook,
-        on_removed: KernelHook,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.catalog = catalog
-        self.on_added = on_added
-        self.on_removed = on_removed
+        self.observer: KernelObserver = _Unobserved()
+        """Set by the composition root once the handlers exist (they need the supervisor)."""
         self.kernels: dict[str, ManagedKernel] = {}
         self._starting: dict[str, asyncio.Task[KernelRecord]] = {}
         self.load_changed = asyncio.Event()
@@ -142,7 +155,7 @@ class Supervisor:
         """Make a ready kernel reachable: registry entry, bus subscriptions, death watch."""
         await record_provisioner(kernel)
         self.kernels[kernel.id] = kernel
-        await self.on_added(kernel)
+        await self.observer.kernel_added(kernel)
         await self.registry.put_kernel(kernel.record)
         kernel.dirty = False
         # In the background: the first one may start the keeper, not to be waited for here.
@@ -214,7 +227,7 @@ class Supervisor:
         if self.kernels.get(kernel.id) is kernel:
             self.kernels.pop(kernel.id, None)
             with contextlib.suppress(Exception):
-                await self.on_removed(kernel)
+                await self.observer.kernel_removed(kernel)
         await self.factory.discard(kernel)
 
     async def refill_pool(self) -> None:
@@ -237,7 +250,7 @@ class Supervisor:
                 log.warning("could not re-adopt kernel %s: %s", record.id, exc)
                 lost = self.factory.new(record)
                 self.kernels[record.id] = lost
-                await self.on_added(lost)
+                await self.observer.kernel_added(lost)
                 await self.restarter.declare_dead(lost, f"Kernel lost with its worker: {exc}")
                 continue
             await self._register(kernel)
@@ -300,7 +313,7 @@ class Supervisor:
         kernel.close_bridge()
         self.kernels.pop(kernel_id, None)
         await self._keeper_forget(kernel_id)
-        await self.on_removed(kernel)
+        await self.observer.kernel_removed(kernel)
         await self.registry.delete_kernel(kernel_id)
         await self.notices.action("shutdown", kernel)
         kernel.log.info("kernel shut down%s", f" ({reason})" if reason else "")

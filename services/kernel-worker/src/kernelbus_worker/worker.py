@@ -9,10 +9,13 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from kernelbus import bus, events, subjects
 from kernelbus.events import EventPublisher
 from kernelbus.registry import Registry
+from kernelbus.startup import open_bus, open_registry, starting
 from kernelbus.timefmt import utcnow
 from kernelbus_worker import httpserver
 from kernelbus_worker.handlers import Handlers
@@ -30,30 +33,59 @@ KEEPER_SYNC_INTERVAL = 0.5
 
 
 async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
+    """Start, run until `stop` (default: SIGTERM/SIGINT), stop.
+
+    Every resource is entered into one exit stack as it is acquired, so a start failing
+    half-way releases what was acquired so far, in reverse order, exactly as a stop does,
+    and raises `StartFailed` saying why.
+    """
     stop = stop or _stop_on_signals()
-    connectivity = bus.Connectivity()
-    nc = await bus.connect(
-        settings, name=f"worker-{settings.id}", role="worker", connectivity=connectivity
-    )
+    async with contextlib.AsyncExitStack() as stack:
+        async with starting("kernel-worker"):
+            await _start(settings, stack)
+        await stop.wait()
+        log.info("kernel-worker stopping", extra={"worker_id": settings.id})
+
+
+async def _start(settings: WorkerSettings, stack: contextlib.AsyncExitStack) -> None:
+    handles = await open_bus(stack, settings, name=f"worker-{settings.id}", role="worker")
+    nc, js, connectivity = handles.nc, handles.js, handles.connectivity
     # First of all, and until the connection closes: the culler's liveness probe (ADR 0016).
     await bus.answer_pings(nc, subjects.worker_ping(settings.id))
-    js = nc.jetstream()
-    await bus.ensure_infrastructure(js, settings.nats_replicas)
-    registry = await Registry.open(js)
+    registry = await open_registry(stack, handles, view=False)
     publisher = await EventPublisher.open(js, source=f"kernel-worker/{settings.id}")
+    stack.push_async_callback(publisher.close)
     catalog = Catalog.create(settings.kernelspec_names)
-    handlers: Handlers
-    supervisor = Supervisor(
-        settings,
-        registry,
-        MeteredOutbox(nc),
-        publisher,
-        catalog,
-        on_added=lambda k: handlers.kernel_added(k),
-        on_removed=lambda k: handlers.kernel_removed(k),
-    )
+    supervisor = Supervisor(settings, registry, MeteredOutbox(nc), publisher, catalog)
     liveness = ApiLiveness(nc, supervisor, connectivity, settle=_settle(settings))
+    handlers = Handlers(nc, supervisor, catalog, settings.id, liveness)
+    supervisor.observer = handlers
+    _follow_connectivity(connectivity, supervisor, liveness)
+    farewell = _Farewell(settings, registry, publisher)
+    stack.push_async_callback(farewell.say)
+    running = _Running()
+    # Stopped after the kernels, as before: a loop cancelled mid-way through a request to the
+    # iopub keeper could leave that connection out of step for the kernels' shutdown.
+    stack.push_async_callback(running.stop)
+    stack.push_async_callback(_stop_kernels, settings, supervisor, farewell)
+    started_at = utcnow()
+    await handlers.subscribe_worker()
+    stack.push_async_callback(handlers.unsubscribe_worker)
+    await supervisor.adopt_orphans()
+    await supervisor.reap_leftovers()
+    await registry.put_heartbeat(heartbeat(settings, supervisor, catalog, started_at))
+    await publisher.emit(events.WORKER_STARTED, _worker_event(settings, []))
+    farewell.announced = True
+    log.info("kernel-worker ready", extra={"worker_id": settings.id})
+    running.loops = _loops(
+        settings, registry, supervisor, catalog, liveness, connectivity, started_at
+    )
+    running.server = await httpserver.start(settings, supervisor)
 
+
+def _follow_connectivity(
+    connectivity: bus.Connectivity, supervisor: Supervisor, liveness: ApiLiveness
+) -> None:
     async def bus_lost() -> None:
         supervisor.bus_lost(liveness.last_seen)
 
@@ -68,32 +100,29 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
 
     connectivity.on_disconnected.append(bus_lost)
     connectivity.on_reconnected.append(bus_back)
-    handlers = Handlers(nc, supervisor, catalog, settings.id, liveness)
-    started_at = utcnow()
-    await handlers.subscribe_worker()
-    await supervisor.adopt_orphans()
-    await supervisor.reap_leftovers()
-    await registry.put_heartbeat(heartbeat(settings, supervisor, catalog, started_at))
-    await publisher.emit(events.WORKER_STARTED, _worker_event(settings, []))
-    log.info("kernel-worker ready", extra={"worker_id": settings.id})
-    loops = [
-        asyncio.create_task(httpserver.serve(settings, supervisor)),
+
+
+def _loops(
+    settings: WorkerSettings,
+    registry: Registry,
+    supervisor: Supervisor,
+    catalog: Catalog,
+    liveness: ApiLiveness,
+    connectivity: bus.Connectivity,
+    started_at: datetime,
+) -> list[asyncio.Task[None]]:
+    """The worker's periodic tasks, started; the caller cancels them."""
+    connected = lambda: connectivity.connected  # noqa: E731
+
+    async def beat() -> None:
+        await registry.put_heartbeat(heartbeat(settings, supervisor, catalog, started_at))
+
+    return [
         asyncio.create_task(
-            _every(
-                settings.heartbeat_interval,
-                lambda: registry.put_heartbeat(
-                    heartbeat(settings, supervisor, catalog, started_at)
-                ),
-                when=lambda: connectivity.connected,
-                early=supervisor.load_changed,
-            )
+            _every(settings.heartbeat_interval, beat, when=connected, early=supervisor.load_changed)
         ),
         asyncio.create_task(
-            _every(
-                settings.activity_write_interval,
-                supervisor.flush_activity,
-                when=lambda: connectivity.connected,
-            )
+            _every(settings.activity_write_interval, supervisor.flush_activity, when=connected)
         ),
         asyncio.create_task(_every(settings.heartbeat_interval, supervisor.refill_pool)),
         asyncio.create_task(_every(settings.api_check_interval, liveness.check)),
@@ -103,21 +132,53 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
             )
         ),
     ]
-    try:
-        await stop.wait()
-    finally:
-        log.info("kernel-worker stopping", extra={"worker_id": settings.id})
-        await handlers.unsubscribe_worker()
-        kernel_ids = list(supervisor.kernels)
-        if settings.shutdown_kernels_on_exit:
-            await supervisor.shutdown_all()
-            await supervisor.stop_keeper()
-        for task in loops:
+
+
+@dataclass
+class _Farewell:
+    """Leaves the registry, and says so in the event stream if the start was announced."""
+
+    settings: WorkerSettings
+    registry: Registry
+    publisher: EventPublisher
+    announced: bool = False
+    kernel_ids: list[str] = field(default_factory=list)
+
+    async def say(self) -> None:
+        try:
+            await self.registry.remove_worker(self.settings.id)
+        except Exception as exc:  # the rest of the shutdown must still run
+            log.warning("cannot leave the registry: %s", exc, extra={"worker_id": self.settings.id})
+        if self.announced:
+            event = _worker_event(self.settings, self.kernel_ids)
+            await self.publisher.emit(events.WORKER_STOPPED, event)
+
+
+async def _stop_kernels(
+    settings: WorkerSettings, supervisor: Supervisor, farewell: _Farewell
+) -> None:
+    """Shut this worker's kernels down, unless told to leave them for a successor to adopt."""
+    farewell.kernel_ids = list(supervisor.kernels)
+    if settings.shutdown_kernels_on_exit:
+        await supervisor.shutdown_all()
+        await supervisor.stop_keeper()
+
+
+@dataclass
+class _Running:
+    """The worker's loop tasks and metrics server, once started."""
+
+    loops: list[asyncio.Task[None]] = field(default_factory=list)
+    server: asyncio.Server | None = None
+
+    async def stop(self) -> None:
+        """Cancel the loops and wait until they ended; close the server."""
+        for task in self.loops:
             task.cancel()
-        await registry.remove_worker(settings.id)
-        await publisher.emit(events.WORKER_STOPPED, _worker_event(settings, kernel_ids))
-        await publisher.close()
-        await bus.close(nc)
+        await asyncio.gather(*self.loops, return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
 
 
 def _settle(settings: WorkerSettings) -> float:

@@ -15,11 +15,10 @@ import time
 import uuid
 from collections.abc import Iterable
 
-import nats.errors
 from starlette.responses import PlainTextResponse, Response
 from starlette.websockets import WebSocket
 
-from kernelbus import bus, subjects
+from kernelbus import subjects
 from kernelbus.errors import KernelbusError
 from kernelbus.framing import V1_PROTOCOL
 from kernelbus.models import KernelRecord
@@ -55,9 +54,8 @@ async def check(websocket: WebSocket, state: AppState, kernel_id: str) -> Respon
         record = await state.registry.get_kernel(kernel_id)
         if record is not None and record.execution_state == "restarting":
             record = await _after_restart(state, kernel_id, record)
-    except nats.errors.Error as exc:
-        error = bus.translate(exc, state.connectivity.connected)
-        return error_response(status_for(error), error.message)
+    except KernelbusError as exc:
+        return error_response(status_for(exc), exc.message)
     if record is None:
         return error_response(404, f"Kernel does not exist: {kernel_id}")
     if record.execution_state == "dead" and record.reason:

@@ -1,5 +1,5 @@
 """This api replica's kernel websockets: subscriptions, attach/detach, stale-session
-replacement and connection counts. One hub per app, created on first use."""
+replacement and connection counts. One hub per app, created and closed by the app's lifespan."""
 
 from __future__ import annotations
 
@@ -53,6 +53,14 @@ class Hub:
         state.connectivity.on_disconnected.append(hub.bus_lost)
         state.connectivity.on_reconnected.append(hub.bus_back)
         return hub
+
+    async def aclose(self) -> None:
+        """Stop what the hub runs on its own: re-attaches after an outage, the count refresh."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.counts.aclose()
 
     # --- NATS outages -----------------------------------------------------------------------
 
@@ -225,9 +233,5 @@ class Hub:
 
 
 def hub_of(app: ASGIApp) -> Hub:
-    """The app's hub, created with the app state on the first websocket."""
-    app_state = app.state  # type: ignore[attr-defined]
-    hub = getattr(app_state, "kb_channels", None)
-    if hub is None:
-        hub = app_state.kb_channels = Hub.create(cast(AppState, app_state.kb))
-    return cast(Hub, hub)
+    """The app's hub, created with the app state in the lifespan."""
+    return cast(Hub, app.state.kb_channels)  # type: ignore[attr-defined]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import nats.errors
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from kernelbus.errors import KernelbusError
 from kernelbus_api.auth import require_token
 from kernelbus_api.deps import State
 from kernelbus_api.models import ErrorModel, HealthModel, VersionModel
@@ -44,8 +44,8 @@ async def ready(state: State) -> JSONResponse:
         return JSONResponse({"status": "unavailable", "reason": reason}, 503)
     try:
         workers = await state.registry.live_workers()
-    except nats.errors.Error as exc:
-        reason = f"NATS JetStream is not answering ({type(exc).__name__})"
+    except KernelbusError as exc:
+        reason = f"NATS JetStream is not answering ({exc.message})"
         return JSONResponse({"status": "unavailable", "reason": reason}, 503)
     if not workers:
         return JSONResponse({"status": "unavailable", "reason": "no live kernel worker"}, 503)
