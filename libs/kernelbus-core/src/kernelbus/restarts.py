@@ -8,10 +8,11 @@ import logging
 import socket
 
 from nats.aio.client import Client
+from prometheus_client import Counter
 
 from kernelbus import bus, events, tinyhttp
 from kernelbus.events import EventPublisher
-from kernelbus.metrics import CONTENT_TYPE, MetricsRegistry
+from kernelbus.metrics import CONTENT_TYPE, new_registry, render
 from kernelbus.settings import BusSettings
 from kernelbus.supervision import Restart
 
@@ -23,14 +24,15 @@ class RestartReporter:
     while NATS is away, e.g. right after the nats-server itself was restarted)."""
 
     def __init__(self, names: list[str]) -> None:
-        self.registry = MetricsRegistry()
-        self.restarts = self.registry.counter(
+        self.registry = new_registry()
+        self.restarts = Counter(
             "kernelbus_launcher_restarts_total",
             "Processes the embedded launcher restarted after they exited unasked.",
             labelnames=("service",),
+            registry=self.registry,
         )
         for name in names:
-            self.restarts.inc(0, service=name)
+            self.restarts.labels(service=name)
         self._nc: Client | None = None
         self._publisher: EventPublisher | None = None
         self._server: asyncio.Server | None = None
@@ -51,11 +53,11 @@ class RestartReporter:
 
     def _route(self, method: str, path: str) -> tinyhttp.Response:
         if path == "/metrics":
-            return 200, CONTENT_TYPE, self.registry.render()
+            return 200, CONTENT_TYPE, render(self.registry)
         return 404, "text/plain", "not found\n"
 
     async def report(self, restart: Restart) -> None:
-        self.restarts.inc(service=restart.service)
+        self.restarts.labels(service=restart.service).inc()
         if self._publisher is None:
             return
         await self._publisher.emit(

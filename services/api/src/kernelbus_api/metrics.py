@@ -12,30 +12,56 @@ import time
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import PlainTextResponse
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kernelbus.metrics import CONTENT_TYPE, MetricsRegistry
+from kernelbus.metrics import (
+    CONTENT_TYPE,
+    DEFAULT_BUCKETS,
+    new_registry,
+    register_unchecked,
+    render,
+)
 from kernelbus_api.auth import require_token
 from kernelbus_api.settings import ApiSettings
 
-REGISTRY = MetricsRegistry()
-WS_OPEN = REGISTRY.gauge("kernelbus_api_websocket_connections", "Open kernel websockets.")
-WS_ACCEPTED = REGISTRY.counter(
-    "kernelbus_api_websocket_connections_total", "Kernel websockets accepted."
+REGISTRY = new_registry()
+WS_OPEN = Gauge("kernelbus_api_websocket_connections", "Open kernel websockets.", registry=None)
+register_unchecked(REGISTRY, WS_OPEN)  # its name beside WS_ACCEPTED's: see register_unchecked
+WS_ACCEPTED = Counter(
+    "kernelbus_api_websocket_connections_total", "Kernel websockets accepted.", registry=REGISTRY
 )
-MESSAGES = REGISTRY.counter(
-    "kernelbus_api_messages_relayed_total", "Websocket messages relayed.", ("direction",)
+MESSAGES = Counter(
+    "kernelbus_api_messages_relayed_total",
+    "Websocket messages relayed.",
+    ("direction",),
+    registry=REGISTRY,
 )
-BYTES = REGISTRY.counter(
-    "kernelbus_api_bytes_relayed_total", "Websocket message bytes relayed.", ("direction",)
+BYTES = Counter(
+    "kernelbus_api_bytes_relayed_total",
+    "Websocket message bytes relayed.",
+    ("direction",),
+    registry=REGISTRY,
 )
-STARTS = REGISTRY.counter("kernelbus_api_kernel_starts_total", "Kernels started (HTTP 201).")
-START_FAILURES = REGISTRY.counter(
-    "kernelbus_api_kernel_start_failures_total", "Kernel starts refused or failed.", ("status",)
+STARTS = Counter(
+    "kernelbus_api_kernel_starts_total", "Kernels started (HTTP 201).", registry=REGISTRY
 )
-START_SECONDS = REGISTRY.histogram(
-    "kernelbus_api_kernel_start_seconds", "Seconds a successful POST /api/kernels took."
+START_FAILURES = Counter(
+    "kernelbus_api_kernel_start_failures_total",
+    "Kernel starts refused or failed.",
+    ("status",),
+    registry=REGISTRY,
 )
+START_SECONDS = Histogram(
+    "kernelbus_api_kernel_start_seconds",
+    "Seconds a successful POST /api/kernels took.",
+    buckets=DEFAULT_BUCKETS,
+    registry=REGISTRY,
+)
+_DIRECTIONS = ("from_clients", "to_clients")
+# The children per direction, looked up once rather than per websocket frame.
+_MESSAGES = {d: MESSAGES.labels(direction=d) for d in _DIRECTIONS}
+_BYTES = {d: BYTES.labels(direction=d) for d in _DIRECTIONS}
 
 router = APIRouter(dependencies=[Depends(require_token)])
 
@@ -43,7 +69,7 @@ router = APIRouter(dependencies=[Depends(require_token)])
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
 async def metrics() -> PlainTextResponse:
     """Prometheus metrics of this api replica (text exposition format 0.0.4)."""
-    return PlainTextResponse(REGISTRY.render(), media_type=CONTENT_TYPE)
+    return PlainTextResponse(render(REGISTRY), media_type=CONTENT_TYPE)
 
 
 def _frame_size(message: Message) -> int:
@@ -109,8 +135,8 @@ class MetricsMiddleware:
 
 
 def _relayed(direction: str, message: Message) -> None:
-    MESSAGES.inc(direction=direction)
-    BYTES.inc(_frame_size(message), direction=direction)
+    _MESSAGES[direction].inc()
+    _BYTES[direction].inc(_frame_size(message))
 
 
 def _count_start(status: int, seconds: float) -> None:
@@ -118,7 +144,7 @@ def _count_start(status: int, seconds: float) -> None:
         STARTS.inc()
         START_SECONDS.observe(seconds)
     else:
-        START_FAILURES.inc(status=str(status))
+        START_FAILURES.labels(status=str(status)).inc()
 
 
 def install(app: FastAPI, settings: ApiSettings) -> None:

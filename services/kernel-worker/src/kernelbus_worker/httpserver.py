@@ -11,7 +11,7 @@ import asyncio
 import logging
 
 from kernelbus import tinyhttp
-from kernelbus.metrics import CONTENT_TYPE
+from kernelbus.metrics import CONTENT_TYPE, render
 from kernelbus_worker import metrics
 from kernelbus_worker.settings import WorkerSettings
 from kernelbus_worker.supervisor import Supervisor
@@ -22,7 +22,7 @@ ROUTES = ("/metrics", "/health/live")
 
 def route(method: str, path: str) -> tinyhttp.Response:
     if path == "/metrics":
-        return 200, CONTENT_TYPE, metrics.REGISTRY.render()
+        return 200, CONTENT_TYPE, render(metrics.REGISTRY)
     if path == "/health/live":
         return 200, "application/json", '{"status": "ok"}'
     return 404, "text/plain", "not found\n"
@@ -36,9 +36,9 @@ async def start(settings: WorkerSettings, supervisor: Supervisor) -> asyncio.Ser
     """
     if not settings.metrics_port:
         return None
-    metrics.KERNELS_RUNNING.read = lambda: float(supervisor.running)
-    metrics.POOLED_KERNELS.read = lambda: float(len(supervisor.pool))
-    metrics.POOL_TARGET.read = lambda: float(sum(supervisor.pool.targets().values()))
+    metrics.KERNELS_RUNNING.set_function(lambda: float(supervisor.running))
+    metrics.POOLED_KERNELS.set_function(lambda: float(len(supervisor.pool)))
+    metrics.POOL_TARGET.set_function(lambda: float(sum(supervisor.pool.targets().values())))
     server = await tinyhttp.serve(route, settings.metrics_ip, settings.metrics_port)
     log.info(
         "metrics on http://%s:%d/metrics",
