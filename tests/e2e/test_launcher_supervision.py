@@ -93,6 +93,6 @@ def test_a_crash_loop_stops_everything_and_names_the_service(embedded: EmbeddedR
     output = embedded.output()
     assert "kernelbus-culler is crash-looping" in output, output
     assert "after 2 restarts" in output
-    assert "invalid settings" in output and "cull_interval" in output  # its last log lines
+    assert "invalid settings" in output and "KERNELBUS_CULLER_CULL_INTERVAL" in output  # last lines
     assert "Kernelbus stopped." in output
     assert embedded.wait_all_gone(10) == []

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 import pytest
 
 from kernelbus.supervision import CrashLoop, Restart, RestartPolicy, Supervisor
+from kernelbus.testing.waiting import until
 
 
 def test_backoff_doubles_up_to_the_maximum() -> None:
@@ -72,13 +71,6 @@ class FakeChild:
 
     def log_tail(self, lines: int) -> str:
         return f"last words of {self.name}"
-
-
-async def until(condition: Callable[[], object], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def fast(max_restarts: int = 5) -> RestartPolicy:

@@ -51,10 +51,10 @@ def test_a_message_type_outside_the_list_is_always_activity() -> None:
 
 def test_the_untracked_types_are_a_setting() -> None:
     defaults = WorkerSettings()
-    assert defaults.untracked_types() == frozenset(DEFAULT_UNTRACKED)
-    assert "comm_info_request" in defaults.untracked_types()
+    assert defaults.untracked_types == frozenset(DEFAULT_UNTRACKED)
+    assert "comm_info_request" in defaults.untracked_types
     narrowed = WorkerSettings(untracked_message_types="kernel_info_request, status")
-    activity = Activity(narrowed.untracked_types(), execution_state="idle")
+    activity = Activity(narrowed.untracked_types, execution_state="idle")
     # kernel_info traffic still does not count; comm_info traffic now does.
     assert activity.observe("status", "kernel_info_request", "idle") == (False, False)
     assert activity.observe("status", "comm_info_request", "busy") == (True, True)

@@ -160,7 +160,7 @@ async def connect(
         nc = await _first_of(
             tls_refused,
             nats.connect(
-                servers=[u.strip() for u in settings.nats_url.split(",")],
+                servers=list(settings.nats_servers),
                 name=name,
                 inbox_prefix=prefix,
                 user=settings.nats_user,

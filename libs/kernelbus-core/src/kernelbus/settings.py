@@ -4,8 +4,10 @@ own env prefix (`KERNELBUS_API_`, `KERNELBUS_WORKER_`, ...); `NATS_URL` is read 
 from __future__ import annotations
 
 import ssl
+import sys
+from typing import TypeVar
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,6 +75,11 @@ class BusSettings(BaseSettings):
             raise ValueError("NATS_TLS_CERT and NATS_TLS_KEY go together")
         return self
 
+    @property
+    def nats_servers(self) -> tuple[str, ...]:
+        """`NATS_URL` parsed: the server URLs, in order."""
+        return comma_list(self.nats_url)
+
     def nats_tls(self) -> ssl.SSLContext | None:
         """The TLS context of NATS connections; None without NATS_TLS_CA or a tls:// URL."""
         if not self.nats_tls_ca and "tls://" not in self.nats_url:
@@ -85,7 +92,39 @@ class BusSettings(BaseSettings):
     @field_validator("nats_url")
     @classmethod
     def _nats_scheme(cls, value: str) -> str:
-        for url in value.split(","):
-            if not url.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
+        for url in comma_list(value):
+            if not url.startswith(("nats://", "tls://", "ws://", "wss://")):
                 raise ValueError(f"NATS_URL must be nats://, tls://, ws:// or wss://: {url!r}")
         return value
+
+
+def comma_list(value: str) -> tuple[str, ...]:
+    """The one syntax of every comma-list setting: items split on `,`, stripped, empty ones
+    dropped (`" a, b,,"` → `("a", "b")`). Settings classes parse with it; use sites read the
+    parsed properties."""
+    return tuple(item for item in (part.strip() for part in value.split(",")) if item)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(settings_class: type[S], service: str) -> S:
+    """A service's settings from its environment, or exit 2 naming each invalid variable and
+    why (no traceback): a bad value refuses to start instead of failing at first use."""
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        lines = [
+            f"  {env_name(settings_class, error['loc'])}: {error['msg']}" for error in exc.errors()
+        ]
+        print(f"{service}: invalid settings, refusing to start:", *lines, sep="\n", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def env_name(settings_class: type[BaseSettings], loc: tuple[int | str, ...]) -> str:
+    """The environment variable an error's location names: an alias is one already
+    (`NATS_URL`), a field name gets the class's prefix (`pool` → `KERNELBUS_WORKER_POOL`)."""
+    name = str(loc[0]) if loc else "?"
+    if name.isupper():
+        return name
+    return f"{settings_class.model_config.get('env_prefix', '')}{name}".upper()

@@ -14,10 +14,10 @@ acting for many users, e.g. jupyter_server) keep sending their users' names them
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from kernelbus.models import KernelspecInfo
+from kernelbus.settings import comma_list
 from kernelbus_api.settings import ApiSettings
 
 
@@ -29,15 +29,14 @@ class NotAuthorized(Exception):
         self.message = message
 
 
-def _names(value: Any) -> set[str]:
-    """EG's lists are comma-separated strings; a JSON list is accepted too."""
+def _names(value: Any) -> frozenset[str]:
+    """A kernelspec's EG lists: comma-separated strings (the settings' one syntax); a JSON
+    list is accepted too."""
     if isinstance(value, str):
-        items: Iterable[Any] = value.split(",")
-    elif isinstance(value, list):
-        items = value
-    else:
-        return set()
-    return {str(item).strip() for item in items if str(item).strip()}
+        return frozenset(comma_list(value))
+    if isinstance(value, list):
+        return frozenset(name for name in (str(item).strip() for item in value) if name)
+    return frozenset()
 
 
 def _proxy_config(spec: KernelspecInfo | None) -> dict[str, Any]:
@@ -61,8 +60,8 @@ def _refuse(username: str | None, clause: str, spec: KernelspecInfo | None) -> N
 def authorize(settings: ApiSettings, spec: KernelspecInfo | None, username: str | None) -> None:
     """Raise `NotAuthorized` when `username` may not start `spec`."""
     config = _proxy_config(spec)
-    unauthorized = _names(settings.unauthorized_users) | _names(config.get("unauthorized_users"))
-    authorized = _names(config.get("authorized_users")) or _names(settings.authorized_users)
+    unauthorized = settings.unauthorized_user_set | _names(config.get("unauthorized_users"))
+    authorized = _names(config.get("authorized_users")) or settings.authorized_user_set
     if username is not None and username in unauthorized:
         raise _refuse(username, "not authorized", spec)
     if authorized and username not in authorized:

@@ -15,7 +15,7 @@ def origin_allowed(settings: ApiSettings, origin: str | None, host: str | None) 
     allowed = settings.allow_origin.strip()
     if allowed == "*":
         return True
-    if origin in {o.strip() for o in allowed.split(",") if o.strip()}:
+    if origin in settings.allowed_origins:
         return True
     origin_host = urlsplit(origin).netloc
     return bool(host) and origin_host.lower() == (host or "").lower()
@@ -31,5 +31,5 @@ def request_host(settings: ApiSettings, headers: Mapping[str, str], peer: str | 
 
 
 def _trusted(settings: ApiSettings, peer: str | None) -> bool:
-    proxies = {p.strip() for p in settings.trusted_proxies.split(",") if p.strip()}
+    proxies = settings.trusted_proxy_set
     return "*" in proxies or (peer is not None and peer in proxies)

@@ -11,7 +11,7 @@ import uuid
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from kernelbus.settings import BusSettings
+from kernelbus.settings import BusSettings, comma_list
 
 _KERNEL_NAME = re.compile(r"^[\w.\-%]+$")
 _HEADER_LIST = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~\-, ]*$")
@@ -128,8 +128,8 @@ class ApiSettings(BusSettings):
     @field_validator("allow_origin")
     @classmethod
     def _origins(cls, value: str) -> str:
-        for origin in (o.strip() for o in value.split(",")):
-            if origin and origin != "*" and not origin.startswith(("http://", "https://")):
+        for origin in comma_list(value):
+            if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"origins must be `*` or http(s) URLs: {origin!r}")
         return value
 
@@ -140,7 +140,29 @@ class ApiSettings(BusSettings):
 
     @property
     def client_env_names(self) -> frozenset[str]:
-        return frozenset(n.strip() for n in self.client_envs.split(",") if n.strip())
+        return frozenset(comma_list(self.client_envs))
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """`allow_origin` parsed (`*` stays an item: every origin)."""
+        return frozenset(comma_list(self.allow_origin))
+
+    @property
+    def trusted_proxy_set(self) -> frozenset[str]:
+        return frozenset(comma_list(self.trusted_proxies))
+
+    @property
+    def authorized_user_set(self) -> frozenset[str]:
+        return frozenset(comma_list(self.authorized_users))
+
+    @property
+    def unauthorized_user_set(self) -> frozenset[str]:
+        return frozenset(comma_list(self.unauthorized_users))
+
+    @property
+    def allowed_message_type_set(self) -> frozenset[str]:
+        """`allowed_message_types` parsed; empty means every type is forwarded."""
+        return frozenset(comma_list(self.allowed_message_types))
 
     # --- kernel websocket (kernelbus_api.channels) ------------------------------------------
     kernel_ws_protocol: str | None = Field(

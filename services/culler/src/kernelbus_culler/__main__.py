@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
-
-from pydantic import ValidationError
 
 from kernelbus.logs import setup_logging
 from kernelbus.quickexit import skip_final_collection
+from kernelbus.settings import load_settings
 from kernelbus.startup import run_service
 from kernelbus.telemetry import setup_tracing
 from kernelbus_culler.service import run
@@ -25,11 +23,7 @@ async def _main(settings: CullerSettings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = CullerSettings()
-    except ValidationError as exc:
-        print(f"kernelbus-culler: invalid settings:\n{exc}", file=sys.stderr)
-        sys.exit(2)
+    settings = load_settings(CullerSettings, "kernelbus-culler")
     setup_logging(settings.log_format, settings.log_level)
     skip_final_collection()
     setup_tracing("kernelbus-culler")

@@ -6,6 +6,7 @@ import uvloop
 
 from kernelbus.logs import setup_logging
 from kernelbus.quickexit import skip_final_collection
+from kernelbus.settings import load_settings
 from kernelbus.startup import run_service
 from kernelbus.telemetry import setup_tracing
 from kernelbus_worker.settings import WorkerSettings
@@ -13,7 +14,7 @@ from kernelbus_worker.worker import run_worker
 
 
 def main() -> None:
-    settings = WorkerSettings()
+    settings = load_settings(WorkerSettings, "kernelbus-worker")
     setup_logging(settings.log_format, settings.log_level)
     skip_final_collection()
     setup_tracing("kernelbus-worker")

@@ -66,7 +66,7 @@ class ManagedKernel:
         self.log = kernel_logger(log, kernel_id=record.id, worker_id=record.worker_id)
         self.sockets: KernelSockets | None = None
         self.routes = RouteTable()
-        self.activity = Activity(settings.untracked_types())
+        self.activity = Activity(settings.untracked_types)
         self.connections: dict[str, str] = {}
         self.attached: dict[str, Attached] = {}
         self.recent = RecentFrames(settings.recent_window)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from kernelbus.settings import comma_list
+
 
 def parse_pool_sizes(value: str) -> dict[str, int]:
     """`python3=2,other=1` → {"python3": 2, "other": 1}; raises ValueError on bad input."""
     sizes: dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in value.split(","))):
+    for item in comma_list(value):
         name, sep, count = item.partition("=")
         if not sep or not name.strip() or not count.strip().isdigit():
             raise ValueError(f"pool entries look like name=count, not {item!r}")

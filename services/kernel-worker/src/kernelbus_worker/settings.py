@@ -8,7 +8,7 @@ import uuid
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from kernelbus.settings import BusSettings
+from kernelbus.settings import BusSettings, comma_list
 from kernelbus_worker.activity import DEFAULT_UNTRACKED
 from kernelbus_worker.poolsizes import parse_pool_sizes
 
@@ -167,13 +167,14 @@ class WorkerSettings(BusSettings):
     @field_validator("kernelspecs", "inherited_env")
     @classmethod
     def _names(cls, value: str) -> str:
-        for name in _split(value):
+        for name in comma_list(value):
             if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
                 raise ValueError(f"not a valid name: {name!r}")
         return value
 
+    @property
     def untracked_types(self) -> frozenset[str]:
-        return frozenset(_split(self.untracked_message_types))
+        return frozenset(comma_list(self.untracked_message_types))
 
     @field_validator("pool")
     @classmethod
@@ -182,13 +183,14 @@ class WorkerSettings(BusSettings):
         return value
 
     @property
+    def pool_sizes(self) -> dict[str, int]:
+        """`pool` parsed: warm kernels per kernelspec name."""
+        return parse_pool_sizes(self.pool)
+
+    @property
     def kernelspec_names(self) -> list[str]:
-        return _split(self.kernelspecs)
+        return list(comma_list(self.kernelspecs))
 
     @property
     def inherited_names(self) -> list[str]:
-        return _split(self.inherited_env)
-
-
-def _split(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
+        return list(comma_list(self.inherited_env))

@@ -26,7 +26,7 @@ from kernelbus_worker.kernel import ManagedKernel
 from kernelbus_worker.kernelspecs import Catalog
 from kernelbus_worker.notices import KernelNotices
 from kernelbus_worker.outbox import Outbox
-from kernelbus_worker.pool import WarmStarts, parse_pool_sizes
+from kernelbus_worker.pool import WarmStarts
 from kernelbus_worker.restarter import Restarter
 from kernelbus_worker.settings import WorkerSettings
 
@@ -80,7 +80,7 @@ class Supervisor:
         self.restarter = Restarter(settings, self.factory, registry, self.notices)
         self.pool = WarmStarts(
             self.factory,
-            parse_pool_sizes(settings.pool),
+            settings.pool_sizes,
             room=lambda: settings.max_kernels - self.running - len(self.pool),
             busy=lambda: bool(self._starting),
         )

@@ -86,4 +86,4 @@ def _tornado(websocket: WebSocket) -> bool:
 
 def allowed_types(settings: ApiSettings) -> frozenset[str]:
     """`KERNELBUS_ALLOWED_MESSAGE_TYPES` as a set; empty means every type is forwarded."""
-    return frozenset(t.strip() for t in settings.allowed_message_types.split(",") if t.strip())
+    return settings.allowed_message_type_set
