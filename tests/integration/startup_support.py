@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kernelbus import natsserver
 from kernelbus.testing import reaper
@@ -60,6 +62,25 @@ class Census:
     def new_tasks(self) -> set[asyncio.Task[object]]:
         current = asyncio.current_task()
         return {t for t in asyncio.all_tasks() - self.tasks if t is not current and not t.done()}
+
+
+def run_alone(scenario: Coroutine[Any, Any, None]) -> None:
+    """Run `scenario` on an event loop of its own, in a thread, so that a census counts only
+    the tasks of the service under test: pytest's loop is shared by the whole session, and
+    clients other tests left behind (a reconnecting NATS client) start tasks of their own."""
+    failures: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(scenario)
+        except BaseException as exc:  # re-raised in the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=target, name="startup-scenario")
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
 
 
 def open_files_under(directory: Path) -> list[str]:

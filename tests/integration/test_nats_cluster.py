@@ -19,9 +19,12 @@ from pathlib import Path
 
 import httpx
 import nats
+import nats.js.errors
 import pytest
 from channels_support import execute, of_request, open_socket
 from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 
 from kernelbus import bus, events, subjects
 from kernelbus.events import EventPublisher
@@ -183,13 +186,26 @@ async def test_losing_a_services_node_and_the_registry_leader_loses_nothing(
 
         js = nc.jetstream()
         for event_id, seq in accepted.items():
-            stored = await js.get_msg(subjects.EVENTS_STREAM.name, seq)
+            stored = await _stored(js, seq)
             assert (stored.headers or {}).get(events.EVENT_ID_HEADER) == event_id
             assert json.loads(stored.data or b"{}")
     finally:
         await nc.close()
         services.stop_all()
         cluster.stop()
+
+
+async def _stored(js: JetStreamContext, seq: int) -> RawStreamMsg:
+    """The events stream's message `seq`, once the stream answers: if its leader was on the
+    killed node, it has none until nats-server elects one (a random 4-9 s, ADR 0018)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await js.get_msg(subjects.EVENTS_STREAM.name, seq)
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 def _text(msg: dict[str, object], msg_id: str) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from startup_support import Census, MonitoredNats, monitored_nats, open_files_under
+from startup_support import Census, MonitoredNats, monitored_nats, open_files_under, run_alone
 
 from kernelbus import bus
 from kernelbus.registry import Registry
@@ -54,23 +54,26 @@ def taken_port() -> Iterator[int]:
         yield int(held.getsockname()[1])
 
 
-async def test_worker_start_failing_half_way_leaves_nothing(
+def test_worker_start_failing_half_way_leaves_nothing(
     nats: MonitoredNats, taken_port: int, tmp_path: Path
 ) -> None:
-    settings = WorkerSettings(
-        nats_url=nats.url, id="half-way", metrics_port=taken_port, runtime_dir=str(tmp_path)
-    )
-    census = Census.take()
-    with pytest.raises(StartFailed, match="kernel-worker could not start: OSError") as failed:
-        await run_worker(settings, stop=asyncio.Event())
-    assert str(taken_port) in str(failed.value)  # the port it could not bind
-    await census.nothing_left(nats)
-    nc = await bus.connect(BusSettings(nats_url=nats.url), name="test")
-    try:
-        registry = await Registry.open(nc.jetstream())
-        assert "half-way" not in {w.worker_id for w in await registry.live_workers()}
-    finally:
-        await bus.close(nc)
+    async def scenario() -> None:
+        settings = WorkerSettings(
+            nats_url=nats.url, id="half-way", metrics_port=taken_port, runtime_dir=str(tmp_path)
+        )
+        census = Census.take()
+        with pytest.raises(StartFailed, match="kernel-worker could not start: OSError") as failed:
+            await run_worker(settings, stop=asyncio.Event())
+        assert str(taken_port) in str(failed.value)  # the port it could not bind
+        await census.nothing_left(nats)
+        nc = await bus.connect(BusSettings(nats_url=nats.url), name="test")
+        try:
+            registry = await Registry.open(nc.jetstream())
+            assert "half-way" not in {w.worker_id for w in await registry.live_workers()}
+        finally:
+            await bus.close(nc)
+
+    run_alone(scenario())
 
 
 @pytest.mark.parametrize(
@@ -95,40 +98,47 @@ def test_entry_point_says_why_it_did_not_start(
     assert last.startswith(f"{line} could not start: OSError"), last
 
 
-async def test_culler_start_failing_half_way_leaves_nothing(
-    nats: MonitoredNats, taken_port: int
-) -> None:
-    settings = CullerSettings(nats_url=nats.url, health_port=taken_port)
-    census = Census.take()
-    with pytest.raises(StartFailed, match="culler could not start: OSError") as failed:
-        await culler_service.run(settings, asyncio.Event())
-    assert str(taken_port) in str(failed.value)
-    await census.nothing_left(nats)
+def test_culler_start_failing_half_way_leaves_nothing(nats: MonitoredNats, taken_port: int) -> None:
+    async def scenario() -> None:
+        settings = CullerSettings(nats_url=nats.url, health_port=taken_port)
+        census = Census.take()
+        with pytest.raises(StartFailed, match="culler could not start: OSError") as failed:
+            await culler_service.run(settings, asyncio.Event())
+        assert str(taken_port) in str(failed.value)
+        await census.nothing_left(nats)
+
+    run_alone(scenario())
 
 
-async def test_api_start_failing_half_way_leaves_nothing(
+def test_api_start_failing_half_way_leaves_nothing(
     nats_without_jetstream: MonitoredNats,
 ) -> None:
-    app = create_app(ApiSettings(nats_url=nats_without_jetstream.url))
-    census = Census.take()
-    with pytest.raises(StartFailed, match=r"api could not start: .*JetStream") as failed:
-        async with app.router.lifespan_context(app):
-            pytest.fail("the api started without JetStream")
-    print(failed.value)
-    await census.nothing_left(nats_without_jetstream)
+    async def scenario() -> None:
+        app = create_app(ApiSettings(nats_url=nats_without_jetstream.url))
+        census = Census.take()
+        with pytest.raises(StartFailed, match=r"api could not start: .*JetStream") as failed:
+            async with app.router.lifespan_context(app):
+                pytest.fail("the api started without JetStream")
+        print(failed.value)
+        await census.nothing_left(nats_without_jetstream)
+
+    run_alone(scenario())
 
 
-async def test_events_start_failing_half_way_leaves_nothing(
+def test_events_start_failing_half_way_leaves_nothing(
     nats_without_jetstream: MonitoredNats, tmp_path: Path
 ) -> None:
-    data = tmp_path / "events"
-    data.mkdir()
-    settings = EventsSettings(nats_url=nats_without_jetstream.url, db_path=data / "events.db")
-    app = create_events_app(settings)
-    census = Census.take()
-    with pytest.raises(StartFailed, match=r"events could not start: .*JetStream"):
-        async with app.router.lifespan_context(app):
-            pytest.fail("the events service started without JetStream")
-    await census.nothing_left(nats_without_jetstream)
-    assert (data / "events.db").exists()  # the store was opened before the failure ...
-    assert open_files_under(data) == []  # ... and closed after it
+    async def scenario() -> None:
+        data = tmp_path / "events"
+        data.mkdir()
+        settings = EventsSettings(nats_url=nats_without_jetstream.url, db_path=data / "events.db")
+        app = create_events_app(settings)
+        census = Census.take()
+        with pytest.raises(StartFailed, match=r"events could not start: .*JetStream"):
+            async with app.router.lifespan_context(app):
+                pytest.fail("the events service started without JetStream")
+        await census.nothing_left(nats_without_jetstream)
+        assert (data / "events.db").exists()  # the store was opened before the failure ...
+        assert open_files_under(data) == []  # ... and closed after it
+
+    run_alone(scenario())
