@@ -148,7 +148,15 @@ async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float)
         kernel.hold_iopub_for_backfill()
         filling = asyncio.get_running_loop().create_task(backfill(kernel, factory.keeper))
     try:
-        await kernel.wait_ready(timeout)
+        try:
+            await kernel.wait_ready(timeout)
+        except TimeoutError:
+            # A kernel running a long cell answers kernel_info only when the cell ends; its
+            # live iopub proves it is there and connected: adopt it busy, not lose it.
+            if not kernel.iopub_live.is_set() or not await kernel.km.is_alive():
+                raise
+            kernel.activity.execution_state = "busy"
+            kernel.log.info("re-adopting a busy kernel (it answers kernel_info when its cell ends)")
         if filling is not None:
             await filling
     except BaseException:
