@@ -21,6 +21,7 @@ import nats
 import pytest
 from channels_support import execute, open_socket
 
+from kernelbus import bus
 from kernelbus.natscluster import NatsCluster, start_cluster
 from kernelbus.testing.plugin import Services
 
@@ -32,14 +33,7 @@ COUNT = 60
 async def _jetstream_ready(cluster: NatsCluster, timeout: float = 60) -> None:
     nc = await nats.connect(servers=cluster.urls.split(","))
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await nc.jetstream().account_info()
-                return
-            except Exception:
-                assert time.monotonic() < deadline, "JetStream never became ready"
-                await asyncio.sleep(0.2)
+        await bus.wait_for_jetstream(nc, timeout)
     finally:
         await nc.close()
 

@@ -40,16 +40,12 @@ COUNTER = "import time\nfor i in range({n}):\n    print(i, flush=True)\n    time
 async def _jetstream_ready(cluster: NatsCluster, timeout: float = 60) -> Client:
     """A connection to the cluster once JetStream answers (its meta leader is elected)."""
     nc = await nats.connect(servers=cluster.urls.split(","))
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await nc.jetstream().account_info()
-            return nc
-        except Exception:
-            if time.monotonic() > deadline:
-                await nc.close()
-                raise
-            await asyncio.sleep(0.2)
+    try:
+        await bus.wait_for_jetstream(nc, timeout)
+    except BaseException:
+        await nc.close()
+        raise
+    return nc
 
 
 async def _registry_leader(nc: Client) -> int:

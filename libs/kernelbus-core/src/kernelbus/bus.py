@@ -294,6 +294,20 @@ async def _ensure_stream(
         await js.stream_info(spec.name)
 
 
+async def wait_for_jetstream(nc: Client, timeout: float = 60.0) -> None:
+    """Until JetStream answers on `nc`: a new cluster elects its meta leader first, and
+    nothing that needs a stream or bucket can work before that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await nc.jetstream().account_info()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 FLUSH_TIMEOUT = 10.0
 """nats-py's default for a flush."""
 FLUSH_BACKSTOP = 3600.0

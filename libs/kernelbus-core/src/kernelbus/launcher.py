@@ -224,15 +224,7 @@ async def _jetstream_ready(nats_url: str, login: dict[str, str], timeout: float 
     )
     nc = await bus.connect(settings, name="kernelbus-launcher", role="launcher")
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await nc.jetstream().account_info()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
+        await bus.wait_for_jetstream(nc, timeout)
     finally:
         await bus.close(nc)
 
