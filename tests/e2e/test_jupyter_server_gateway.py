@@ -369,8 +369,10 @@ async def test_input_request_is_answered_with_input_reply(channels: Channels) ->
 async def test_interrupt_stops_a_long_sleep(
     gateway: Gateway, kernel: str, channels: Channels
 ) -> None:
-    msg_id = await channels.execute("import time; time.sleep(60)")
-    await channels.next_of(msg_id, "execute_input")  # the kernel is running it now
+    # Wait for the cell's own output: an interrupt between execute_input and the user's code
+    # is swallowed by ipykernel ("KeyboardInterrupt caught in kernel"), with no reply at all.
+    msg_id = await channels.execute("import time; print('sleeping', flush=True); time.sleep(60)")
+    await channels.next_of(msg_id, "stream")  # the kernel is running the user's code now
     async with gateway.client() as client:
         response = await client.post(f"/api/kernels/{kernel}/interrupt")
     assert response.status_code == 204, response.text

@@ -81,8 +81,12 @@ async def test_input_through_stdin(stack: Stack, kernel_id: str) -> None:
 async def test_interrupt_during_sleep(stack: Stack, kernel_id: str) -> None:
     sock = await open_socket(stack.api, kernel_id)
     try:
-        msg_id = await sock.send(execute("import time; time.sleep(30)"))
-        await sock.until(lambda m: m["header"]["msg_type"] == "execute_input")
+        # Wait for the cell's own output: an interrupt between execute_input and the user's
+        # code is swallowed by ipykernel ("KeyboardInterrupt caught in kernel"), with no reply.
+        msg_id = await sock.send(
+            execute("import time; print('sleeping', flush=True); time.sleep(30)")
+        )
+        await sock.until(lambda m: m["header"]["msg_type"] == "stream")
         response = await kernel_call(stack.api, "POST", f"/api/kernels/{kernel_id}/interrupt")
         assert response.status_code == 204
         seen = await sock.until_finished(msg_id, timeout=25)

@@ -191,6 +191,12 @@ async def test_malformed_command_gets_a_typed_error_and_changes_nothing(
     ]
 
 
+# An interrupt is awaited only once the cell's own output arrived: one that lands between
+# execute_input and the user's code is swallowed by ipykernel ("KeyboardInterrupt caught in
+# kernel") and the request then never gets a reply.
+SLEEP_AFTER_OUTPUT = "import time; print('sleeping', flush=True); time.sleep(60)"
+
+
 async def test_interrupt_and_restart(services: Services, nc: Client) -> None:
     wid = worker_id()
     services.worker({"KERNELBUS_WORKER_ID": wid})
@@ -198,8 +204,8 @@ async def test_interrupt_and_restart(services: Services, nc: Client) -> None:
     conn = BusConnection(nc, record.id)
     await conn.attach()
     await conn.execute("state = 42")
-    msg_id = await conn.send("execute_request", {"code": "import time; time.sleep(60)"})
-    await conn.next_matching(lambda m: m.msg_type == "execute_input")
+    msg_id = await conn.send("execute_request", {"code": SLEEP_AFTER_OUTPUT})
+    await conn.next_matching(lambda m: m.msg_type == "stream" and "sleeping" in m.content["text"])
     await bus.request(
         nc, subjects.kernel_command(record.id), InterruptKernel(kernel_id=record.id), 30
     )
