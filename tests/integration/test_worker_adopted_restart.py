@@ -3,7 +3,9 @@ its worker crashed is re-adopted: adoption restores everything a restart needs."
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -117,3 +119,34 @@ async def test_a_warm_pool_kernel_keeps_the_claimed_env_across_a_restart(
     await bus.request(
         nc, subjects.kernel_command(record.id), ShutdownKernel(kernel_id=record.id), 30
     )
+
+
+async def test_a_successor_beats_while_it_re_adopts(services: Services, nc: Client) -> None:
+    """A successor announces itself before its kernels are re-adopted. A stopped kernel (it
+    neither answers nor publishes) holds its adoption up for the full kernel_info wait; when
+    the heartbeat waited for adoption it aged out meanwhile (busy kernels did the same), the
+    culler declared the worker lost and marked the kernels it was re-adopting dead."""
+    wid = f"w-{uuid.uuid4().hex[:8]}"
+    crashed = services.worker({"KERNELBUS_WORKER_ID": wid})
+    record = await _start(nc, wid, {})
+    registry = await Registry.open(nc.jetstream())
+    (before,) = [w for w in await registry.live_workers() if w.worker_id == wid]
+    os.kill(record.pid or 0, signal.SIGSTOP)
+    try:
+        crashed.kill()
+        env = {"KERNELBUS_WORKER_ID": wid, "KERNELBUS_WORKER_KERNEL_INFO_TIMEOUT": "60"}
+        # In a thread: `services.worker` returns once the worker logged "ready", after adoption.
+        successor = asyncio.create_task(asyncio.to_thread(services.worker, env))
+
+        async def successor_beats() -> bool:
+            beats = [w for w in await registry.live_workers() if w.worker_id == wid]
+            return any(w.started_at != before.started_at for w in beats)
+
+        await until(successor_beats, timeout=60, what="the successor's heartbeat")
+        stored = await registry.get_kernel(record.id)
+        assert stored is not None and stored.execution_state != "dead", (
+            "the successor's first heartbeat came only after its re-adoption gave up"
+        )
+        await successor
+    finally:
+        os.kill(record.pid or 0, signal.SIGCONT)

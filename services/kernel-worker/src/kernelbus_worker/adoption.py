@@ -124,6 +124,34 @@ async def backfill(kernel: ManagedKernel, keeper: KeeperClient) -> None:
     )
 
 
+BUSY_AFTER = 2.0
+"""Seconds a kernel whose iopub is live may take to answer kernel_info before it is adopted
+busy: an idle kernel answers at once, a busy one only when its cell ends. Waiting the full
+timeout held up the successor's start (and its heartbeat) by 10 s per busy kernel."""
+
+
+async def _ready_or_live(kernel: ManagedKernel, timeout: float) -> bool:
+    """True once the kernel answered kernel_info (state known); False once its live iopub
+    proved it there but it did not answer within `BUSY_AFTER`. Raises `TimeoutError` if
+    neither within `timeout`, or if the process is gone."""
+    ready = asyncio.ensure_future(kernel.wait_ready(timeout))
+    live = asyncio.ensure_future(kernel.iopub_live.wait())
+    try:
+        await asyncio.wait({ready, live}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            await asyncio.wait({ready}, timeout=BUSY_AFTER)
+        if ready.done():
+            ready.result()  # raises what went wrong
+            return True
+        if not await kernel.km.is_alive():
+            raise TimeoutError("the kernel process is gone")
+        return False
+    finally:
+        for task in (ready, live):
+            task.cancel()
+        await asyncio.gather(ready, live, return_exceptions=True)
+
+
 async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float) -> ManagedKernel:
     """The running kernel `record` describes, with its bridge reconnected; raises if gone."""
     kernel = factory.new(record)
@@ -148,13 +176,10 @@ async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float)
         kernel.hold_iopub_for_backfill()
         filling = asyncio.get_running_loop().create_task(backfill(kernel, factory.keeper))
     try:
-        try:
-            await kernel.wait_ready(timeout)
-        except TimeoutError:
+        if not await _ready_or_live(kernel, timeout):
             # A kernel running a long cell answers kernel_info only when the cell ends; its
-            # live iopub proves it is there and connected: adopt it busy, not lose it.
-            if not kernel.iopub_live.is_set() or not await kernel.km.is_alive():
-                raise
+            # live iopub proves it is there and connected: adopt it busy, not lose it (its
+            # statuses correct the state as they come).
             kernel.activity.execution_state = "busy"
             kernel.log.info("re-adopting a busy kernel (it answers kernel_info when its cell ends)")
         if filling is not None:

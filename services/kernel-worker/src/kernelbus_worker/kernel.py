@@ -140,6 +140,7 @@ class ManagedKernel:
                 continue
             self._iopub_busy = True
             self._iopub_count += 1
+            self.iopub_live.set()
             try:
                 await self._deliver_iopub(parts)
             finally:

@@ -33,6 +33,8 @@ from kernelbus_worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 SIM_PROVISIONER = "kernelbus-sim-provisioner"
+ADOPT_AT_ONCE = 32
+"""Kernels a successor re-adopts concurrently (each opens its ZMQ sockets and probes)."""
 
 
 class KernelObserver(Protocol):
@@ -236,25 +238,37 @@ class Supervisor:
     # --- adoption -------------------------------------------------------------------------
 
     async def adopt_orphans(self) -> None:
-        """Take back kernels the registry says this worker id owns (after a crash)."""
-        for record in await self.registry.list_kernels():
-            if record.worker_id != self.settings.id or record.id in self.kernels:
-                continue
-            if record.execution_state == "dead":
-                continue
-            try:
-                kernel = await reattach(
-                    self.factory, record, min(10.0, self.settings.kernel_info_timeout)
-                )
-            except Exception as exc:
-                log.warning("could not re-adopt kernel %s: %s", record.id, exc)
-                lost = self.factory.new(record)
-                self.kernels[record.id] = lost
-                await self.observer.kernel_added(lost)
-                await self.restarter.declare_dead(lost, f"Kernel lost with its worker: {exc}")
-                continue
-            await self._register(kernel)
-            kernel.log.info("re-adopted kernel (pid %s)", record.pid)
+        """Take back kernels the registry says this worker id owns (after a crash), all at once:
+        one at a time, busy kernels added up to a start that let the heartbeat age out."""
+        records = [
+            r
+            for r in await self.registry.list_kernels()
+            if r.worker_id == self.settings.id
+            and r.id not in self.kernels
+            and r.execution_state != "dead"
+        ]
+        limit = asyncio.Semaphore(ADOPT_AT_ONCE)
+
+        async def adopt(record: KernelRecord) -> None:
+            async with limit:
+                await self._adopt(record)
+
+        await asyncio.gather(*(adopt(r) for r in records))
+
+    async def _adopt(self, record: KernelRecord) -> None:
+        try:
+            kernel = await reattach(
+                self.factory, record, min(10.0, self.settings.kernel_info_timeout)
+            )
+        except Exception as exc:
+            log.warning("could not re-adopt kernel %s: %s", record.id, exc)
+            lost = self.factory.new(record)
+            self.kernels[record.id] = lost
+            await self.observer.kernel_added(lost)
+            await self.restarter.declare_dead(lost, f"Kernel lost with its worker: {exc}")
+            return
+        await self._register(kernel)
+        kernel.log.info("re-adopted kernel (pid %s)", record.pid)
 
     async def reap_leftovers(self) -> None:
         """Kill the kernels a previous worker left in this worker's own runtime dir that nobody

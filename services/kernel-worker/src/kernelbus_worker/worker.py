@@ -71,15 +71,18 @@ async def _start(settings: WorkerSettings, stack: contextlib.AsyncExitStack) -> 
     started_at = utcnow()
     await handlers.subscribe_worker()
     stack.push_async_callback(handlers.unsubscribe_worker)
+    # Heartbeats first: re-adopting kernels takes time (busy ones, many ones), and a
+    # successor whose heartbeat ages out meanwhile is declared lost by the culler, which
+    # marks the very kernels it is re-adopting dead.
+    await registry.put_heartbeat(heartbeat(settings, supervisor, catalog, started_at))
+    running.loops = [_heartbeats(settings, registry, supervisor, catalog, connectivity, started_at)]
     await supervisor.adopt_orphans()
     await supervisor.reap_leftovers()
-    await registry.put_heartbeat(heartbeat(settings, supervisor, catalog, started_at))
+    supervisor.load_changed.set()  # the re-adopted kernels, in the next heartbeat at once
     await publisher.emit(events.WORKER_STARTED, _worker_event(settings, []))
     farewell.announced = True
     log.info("kernel-worker ready", extra={"worker_id": settings.id})
-    running.loops = _loops(
-        settings, registry, supervisor, catalog, liveness, connectivity, started_at
-    )
+    running.loops += _loops(settings, supervisor, liveness, connectivity)
     running.server = await httpserver.start(settings, supervisor)
 
 
@@ -102,25 +105,39 @@ def _follow_connectivity(
     connectivity.on_reconnected.append(bus_back)
 
 
-def _loops(
+def _heartbeats(
     settings: WorkerSettings,
     registry: Registry,
     supervisor: Supervisor,
     catalog: Catalog,
-    liveness: ApiLiveness,
     connectivity: bus.Connectivity,
     started_at: datetime,
-) -> list[asyncio.Task[None]]:
-    """The worker's periodic tasks, started; the caller cancels them."""
-    connected = lambda: connectivity.connected  # noqa: E731
+) -> asyncio.Task[None]:
+    """The heartbeat loop, started (the caller cancels it)."""
 
     async def beat() -> None:
         await registry.put_heartbeat(heartbeat(settings, supervisor, catalog, started_at))
 
+    return asyncio.create_task(
+        _every(
+            settings.heartbeat_interval,
+            beat,
+            when=lambda: connectivity.connected,
+            early=supervisor.load_changed,
+        )
+    )
+
+
+def _loops(
+    settings: WorkerSettings,
+    supervisor: Supervisor,
+    liveness: ApiLiveness,
+    connectivity: bus.Connectivity,
+) -> list[asyncio.Task[None]]:
+    """The worker's other periodic tasks, started; the caller cancels them."""
+    connected = lambda: connectivity.connected  # noqa: E731
+
     return [
-        asyncio.create_task(
-            _every(settings.heartbeat_interval, beat, when=connected, early=supervisor.load_changed)
-        ),
         asyncio.create_task(
             _every(settings.activity_write_interval, supervisor.flush_activity, when=connected)
         ),
