@@ -57,6 +57,12 @@ def api_ping(api_instance: str) -> str:
 # --- kernel message streams ---------------------------------------------------------------
 
 
+def undelivered_input(api_instance: str) -> str:
+    """Prefix of the reply subjects an api replica gives client messages (`<this>.<conn_id>.<seq>`):
+    NATS sends its "no responders" status there when no worker received one."""
+    return f"{PREFIX}.api.{_token(api_instance)}.undelivered"
+
+
 def kernel_input(kernel_id: str) -> str:
     """Client-to-kernel Jupyter messages (one NATS message per Jupyter message), each with the
     sending connection's id in the `CONN_HEADER` header."""

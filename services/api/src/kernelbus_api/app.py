@@ -88,6 +88,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 state = await open_state(settings, stack)
                 hub = Hub.create(state)
                 stack.push_async_callback(hub.aclose)
+                await hub.start()
                 app.state.kb = state
                 app.state.kb_channels = hub
                 await answer_pings(state.nc, settings.api_instance, lambda ids: _reattach(app, ids))

@@ -23,6 +23,7 @@ from kernelbus.framing import FrameError, header_of, pack_v1, unpack_v1
 from kernelbus.logs import kernel_logger
 from kernelbus_api.channels import codec
 from kernelbus_api.channels.ratelimit import IOPubRateLimiter
+from kernelbus_api.channels.undelivered import Held, SentInputs
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,10 @@ class Connection:
     outbox: asyncio.Queue[Outgoing | Close] = field(default_factory=asyncio.Queue)
     reassembler: Reassembler = field(default_factory=Reassembler)
     closing: bool = False
-    held_input: list[tuple[str, list[bytes]]] | None = None
-    """Client messages kept while the bus is down or this connection re-attaches after it."""
+    held_input: list[Held] | None = None
+    """Client messages kept while the bus is down or this connection re-attaches after it (or
+    after NATS said one reached no worker), in sequence order."""
+    sent: SentInputs = field(default_factory=SentInputs)
     seen: SeenIds = field(default_factory=lambda: SeenIds())
 
     @property

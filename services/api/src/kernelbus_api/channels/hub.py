@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from starlette.types import ASGIApp
 
@@ -16,6 +17,7 @@ from kernelbus import bus, chunking, subjects
 from kernelbus.errors import KernelbusError, NoSuchKernel
 from kernelbus.framing import pack_v1
 from kernelbus.messages import AttachConnection, AttachReply, DetachConnection
+from kernelbus_api.channels import undelivered
 from kernelbus_api.channels.connection import Connection, SeenIds
 from kernelbus_api.channels.counts import ConnectionCounts
 from kernelbus_api.channels.feeds import KernelFeeds
@@ -45,6 +47,7 @@ class Hub:
     _seen_by_session: dict[str, tuple[float, SeenIds]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _reattaching: set[str] = field(default_factory=set)
+    _undelivered: Subscription | None = None
 
     @classmethod
     def create(cls, state: AppState) -> Hub:
@@ -53,6 +56,11 @@ class Hub:
         state.connectivity.on_disconnected.append(hub.bus_lost)
         state.connectivity.on_reconnected.append(hub.bus_back)
         return hub
+
+    async def start(self) -> None:
+        """Listen for NATS's word that a client message reached no worker (`undelivered`)."""
+        prefix = subjects.undelivered_input(self.state.settings.api_instance)
+        self._undelivered = await self.state.nc.subscribe(f"{prefix}.>", cb=self._on_undelivered)
 
     async def aclose(self) -> None:
         """Stop what the hub runs on its own: re-attaches after an outage, the count refresh."""
@@ -117,12 +125,14 @@ class Hub:
                 continue
             conn.log.info("websocket re-attached after the bus outage")
             await self._release_input(conn)
-            return
+            if conn.held_input is None:
+                return
+            # NATS returned a message released just now: its worker went away again.
 
     async def _release_input(self, conn: Connection) -> None:
         held, conn.held_input = conn.held_input or [], None
-        for channel, parts in held:
-            await self.publish(conn, channel, parts)
+        for seq, channel, parts in held:
+            await self.publish(conn, channel, parts, seq)
 
     async def open(self, conn: Connection) -> None:
         """Subscribe, flush, then attach: the attach reply proves the worker's side is live.
@@ -163,24 +173,60 @@ class Hub:
         except Exception as exc:
             conn.log.warning("unsubscribe failed: %s", exc)
 
-    async def publish(self, conn: Connection, channel: str, parts: list[bytes]) -> None:
+    async def publish(
+        self, conn: Connection, channel: str, parts: list[bytes], seq: int | None = None
+    ) -> None:
         """A client message to the kernel; replies come back on `kb.conn.<conn_id>`.
 
-        Held while the bus is down or the connection re-attaches after an outage.
+        Held while the bus is down or the connection re-attaches after an outage, or after
+        NATS said an earlier one reached no worker (`undelivered`).
         """
+        seq = conn.sent.next_seq() if seq is None else seq
         if conn.held_input is not None:
-            if len(conn.held_input) >= MAX_HELD_INPUT:
-                conn.log.warning("too many messages held during the bus outage; closing")
-                conn.close_soon(1013, "message bus unavailable")
-                return
-            conn.held_input.append((channel, parts))
+            self._hold(conn, (seq, channel, parts))
             return
+        conn.sent.sent(seq, channel, parts)
         subject = subjects.kernel_input(conn.kernel_id)
+        reply = undelivered.reply_subject(self.state.settings.api_instance, conn.conn_id, seq)
         payload = pack_v1(channel, parts)
         for headers, data in chunking.split(payload, self.state.nc.max_payload):
             await self.state.nc.publish(
-                subject, data, headers={**headers, subjects.CONN_HEADER: conn.conn_id}
+                subject, data, reply=reply, headers={**headers, subjects.CONN_HEADER: conn.conn_id}
             )
+
+    def _hold(self, conn: Connection, item: undelivered.Held) -> None:
+        held = conn.held_input if conn.held_input is not None else []
+        conn.held_input = held
+        if len(held) >= MAX_HELD_INPUT:
+            conn.log.warning("too many client messages held for the worker; closing")
+            conn.close_soon(1013, "message bus unavailable")
+            return
+        undelivered.hold(held, item)
+
+    async def _on_undelivered(self, msg: Msg) -> None:
+        """NATS's 503 for a client message no worker received: hold it, re-attach, resend."""
+        if not undelivered.no_responders(msg.headers):
+            return
+        parsed = undelivered.parse_reply_subject(self.state.settings.api_instance, msg.subject)
+        conn = self._by_id(parsed[0]) if parsed else None
+        if parsed is None or conn is None or conn.closing:
+            log.warning("a client message reached no worker, and its websocket is gone")
+            return
+        taken = conn.sent.undelivered(parsed[1])
+        if taken is None:
+            if conn.sent.forgotten(parsed[1]):
+                conn.log.warning("a client message reached no worker and was no longer kept")
+            return  # another chunk of a message already taken back
+        conn.log.warning("a client message reached no worker; held until one answers")
+        self._hold(conn, (parsed[1], *taken))
+        if conn.conn_id not in self._reattaching:
+            self._start_reattach(conn)
+
+    def _by_id(self, conn_id: str) -> Connection | None:
+        for conn in self.open_connections:
+            if conn.conn_id == conn_id:
+                return conn
+        return None
 
     def _keep_seen(self, conn: Connection) -> None:
         now = time.monotonic()

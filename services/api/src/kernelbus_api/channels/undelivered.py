@@ -1,0 +1,85 @@
+"""Client messages that reached no worker, sent again once one is there.
+
+Each client message is published to `kb.kernel.<id>.in` with a reply subject naming its
+connection and a sequence number. Nobody answers it: but when no subscriber exists (the kernel's
+worker is restarting, or reconnecting to another node of a cluster), NATS sends a
+"no responders" status (503) to that reply subject at once. The api then holds the message and
+re-attaches the connection; once the worker answers, the held messages go out again, in their
+original order. In the normal case this costs a reply subject per message and nothing else.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from kernelbus import subjects
+
+Held = tuple[int, str, list[bytes]]
+"""(sequence number, channel, message parts) of a client message not (yet) delivered."""
+
+KEEP = 64
+"""Client messages per connection kept until NATS could have said nobody received them (it
+says so within one round trip to the server)."""
+KEEP_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class SentInputs:
+    """The last client messages one connection published, by sequence number."""
+
+    keep: int = KEEP
+    keep_bytes: int = KEEP_BYTES
+    _next: int = 0
+    _sent: OrderedDict[int, tuple[str, list[bytes]]] = field(default_factory=OrderedDict)
+    _bytes: int = 0
+    _forgotten_below: int = 0
+
+    def next_seq(self) -> int:
+        self._next += 1
+        return self._next
+
+    def sent(self, seq: int, channel: str, parts: list[bytes]) -> None:
+        self._sent[seq] = (channel, parts)
+        self._bytes += sum(len(p) for p in parts)
+        while len(self._sent) > self.keep or (self._bytes > self.keep_bytes and self._sent):
+            old, (_, old_parts) = self._sent.popitem(last=False)
+            self._bytes -= sum(len(p) for p in old_parts)
+            self._forgotten_below = old + 1
+
+    def undelivered(self, seq: int) -> tuple[str, list[bytes]] | None:
+        """The message `seq`, which NATS said reached nobody; None if already taken back (a
+        chunked message gets one status per chunk) or no longer kept (`forgotten`)."""
+        taken = self._sent.pop(seq, None)
+        if taken is not None:
+            self._bytes -= sum(len(p) for p in taken[1])
+        return taken
+
+    def forgotten(self, seq: int) -> bool:
+        return seq < self._forgotten_below
+
+
+def hold(held: list[Held], item: Held) -> None:
+    """Insert in sequence order: a message NATS returned goes before those sent after it."""
+    bisect.insort(held, item, key=lambda h: h[0])
+
+
+def reply_subject(api_instance: str, conn_id: str, seq: int) -> str:
+    return f"{subjects.undelivered_input(api_instance)}.{conn_id}.{seq}"
+
+
+def parse_reply_subject(api_instance: str, subject: str) -> tuple[str, int] | None:
+    """(conn_id, seq) of a reply subject made by `reply_subject`; None if it is not one."""
+    prefix = subjects.undelivered_input(api_instance) + "."
+    if not subject.startswith(prefix):
+        return None
+    conn_id, _, seq = subject[len(prefix) :].partition(".")
+    if not conn_id or not seq.isdigit():
+        return None
+    return conn_id, int(seq)
+
+
+def no_responders(headers: dict[str, str] | None) -> bool:
+    """Whether a message is NATS's "no responders" status (503, empty body)."""
+    return (headers or {}).get("Status") == "503"
