@@ -65,7 +65,12 @@ def check(phase: Phase) -> list[str]:
     problems = []
     if phase.values != list(range(COUNT)):
         missing = sorted(set(range(COUNT)) - set(phase.values))
-        problems.append(f"counter values not 0..{COUNT - 1} in order; missing {missing}")
+        twice = sorted(v for v, n in Counter(phase.values).items() if n > 1)
+        wrong = next(i for i, v in enumerate([*phase.values, None]) if v != i)
+        problems.append(
+            f"counter values not 0..{COUNT - 1} in order; missing {missing}, twice {twice}, "
+            f"first out of place at {wrong}: {phase.values[max(0, wrong - 3) : wrong + 4]}"
+        )
     if phase.rest is None:
         problems.append("REST did not answer again")
     if phase.ready is None:
