@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
@@ -146,17 +147,42 @@ class Handlers:
             kernel.resume_for(command.conn_id, since)
             # At once (no task): nothing may expire the new hold before its catch-up began.
             await kernel.catch_up(command.conn_id)
-        for stale in replaced:
-            if stale.conn_id == command.conn_id:
-                continue
-            if stale.api_instance and stale.api_instance != command.api_instance:
-                self._spawn(self._recover(kernel, stale, command.conn_id))
-        if owed:
+        elsewhere = [
+            stale
+            for stale in replaced
+            if stale.conn_id != command.conn_id
+            and stale.api_instance
+            and stale.api_instance != command.api_instance
+        ]
+        if owed or elsewhere:
+            # What is owed is older than what the kernel sends from now on: hold the new
+            # output for this connection (a hold that starts empty) until it went out first.
+            kernel.resume_for(command.conn_id, time.monotonic())
+        if kernel.waiting_for(command.conn_id) and kernel.begin_catch_up(command.conn_id):
+            # Claimed now, with no await since the hold began: nothing expires it meanwhile.
             # Published after the reply; the api holds connection traffic until it accepted.
-            self._spawn(self._replay(kernel, command.conn_id, owed))
-        if kernel.waiting_for(command.conn_id):
-            self._spawn(self._catch_up(kernel, command.conn_id))
+            self._spawn(self._owed_then_live(kernel, command.conn_id, owed, elsewhere))
+        elif owed or elsewhere:  # a catch-up of this connection runs: it goes live after it
+            self._spawn(self._owed(kernel, command.conn_id, owed, elsewhere))
         return AttachReply(kernel=kernel.record, replayed=len(owed))
+
+    async def _owed(
+        self, kernel: ManagedKernel, conn_id: str, owed: list[bytes], elsewhere: list[Attached]
+    ) -> None:
+        """The session's replay, then what a lost replica may not have delivered."""
+        await self._replay(kernel, conn_id, owed)
+        for stale in elsewhere:
+            await self._recover(kernel, stale, conn_id)
+
+    async def _owed_then_live(
+        self, kernel: ManagedKernel, conn_id: str, owed: list[bytes], elsewhere: list[Attached]
+    ) -> None:
+        """In order: what is owed (`_owed`), then the output held meanwhile (`catch_up`,
+        claimed by the caller), after which the connection is live."""
+        try:
+            await self._owed(kernel, conn_id, owed, elsewhere)
+        finally:
+            await kernel.catch_up(conn_id, begun=True)
 
     async def _recover(self, kernel: ManagedKernel, stale: Attached, conn_id: str) -> None:
         """A client came back through another api replica while its old connection looked
@@ -167,9 +193,6 @@ class Handlers:
         frames = kernel.sent_to(stale.conn_id, since)
         kernel.log.info("Recovering %d messages sent to a lost connection", len(frames))
         await self._replay(kernel, conn_id, frames)
-
-    async def _catch_up(self, kernel: ManagedKernel, conn_id: str) -> None:
-        await kernel.catch_up(conn_id)
 
     async def _replay(self, kernel: ManagedKernel, conn_id: str, frames: list[bytes]) -> None:
         for frame in frames:

@@ -534,15 +534,22 @@ class ManagedKernel:
         self.bus_down = False
         self._end_hold_if_done()
 
-    async def catch_up(self, conn_id: str) -> int:
+    def begin_catch_up(self, conn_id: str) -> bool:
+        """Claim the one catch-up of `conn_id` now (False if one runs): from here on its hold
+        is not expired, even before `catch_up(conn_id, begun=True)` sends anything."""
+        if conn_id in self._catching_up:
+            return False
+        self._catching_up.add(conn_id)
+        return True
+
+    async def catch_up(self, conn_id: str, begun: bool = False) -> int:
         """Send a re-attached connection what was held for it, in order; then it is live.
 
         One catch-up per connection at a time: the worker (after its own reconnect) and the
         api replica (re-attaching after its reconnect) may both start one, and two loops
         taking turns would interleave their batches out of order."""
-        if conn_id in self._catching_up:
+        if not begun and not self.begin_catch_up(conn_id):
             return 0
-        self._catching_up.add(conn_id)
         sent = 0
         try:
             while self.hold is not None and self.hold.waiting_for(conn_id) and not self.bus_down:
