@@ -63,6 +63,8 @@ from pathlib import Path
 
 import pytest
 
+from kernelbus.processes import pid_running
+
 
 @pytest.fixture(scope="module")
 def leaky():
@@ -73,6 +75,15 @@ def leaky():
 
 def test_leaks_from_a_module_fixture(leaky):
     pass
+
+
+def test_leaks_a_process():
+    Path(TEST_PID_FILE).write_text(str(subprocess.Popen(["sleep", "600"]).pid))
+
+
+def test_the_tests_leftover_is_gone_the_module_fixtures_not_yet(leaky):
+    assert not pid_running(int(Path(TEST_PID_FILE).read_text()))
+    assert pid_running(leaky)
 
 
 def test_starts_the_session_fixtures(stack, nats_url):
@@ -105,9 +116,14 @@ async def test_the_session_fixtures_live_on(stack, nats_url):
 def test_a_module_fixtures_leftover_is_killed_at_module_end_the_stack_lives_on(
     pytester: pytest.Pytester,
 ) -> None:
+    """In file order: a test's leftover dies after that test, a module fixture's after its
+    module; the session fixtures, first started by the module's last test, live on."""
     pid_file = repr(str(pytester.path / "leaked.pid"))
+    test_pid_file = repr(str(pytester.path / "test-leaked.pid"))
     pytester.makepyfile(
-        test_a_leaky=LEAKY_MODULE.replace("PID_FILE", pid_file),
+        test_a_leaky=LEAKY_MODULE.replace("TEST_PID_FILE", test_pid_file).replace(
+            "PID_FILE", pid_file
+        ),
         test_b_next=NEXT_MODULE.replace("PID_FILE", pid_file),
     )
     result = pytester.runpytest_subprocess(
@@ -125,7 +141,7 @@ def test_a_module_fixtures_leftover_is_killed_at_module_end_the_stack_lives_on(
         "asyncio_default_test_loop_scope=session",
         "-q",
     )
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines(
         ["processes left by module fixtures (killed at module end):", "*test_a_leaky.py*sleep 600*"]
     )
