@@ -1,5 +1,6 @@
-"""pytest plugin (loaded with `-p kernelbus.testing.plugin`): a real nats-server per session
-and Jupyter directories that keep kernels out of the real home directory."""
+"""pytest plugin (loaded with `-p kernelbus.testing.plugin`): real nats-servers (the session's,
+the shared `stack`'s own), service processes stopped by pid, and Jupyter directories that keep
+kernels out of the real home directory. The layout is described in docs/testing.md."""
 
 from __future__ import annotations
 
@@ -303,8 +304,9 @@ def stack(test_root: Path, stack_nats_url: str) -> Iterator[Stack]:
 @pytest.fixture
 def stack_services(tmp_path: Path, stack: Stack) -> Iterator[Services]:
     """Per-test processes on the `stack`'s bus (another api replica, an events sink), stopped
-    by pid after the test. Not for workers: the stack's api would place later tests' kernels
-    on them while they live, the coupling the stack's own bus is there to prevent."""
+    by pid after the test. Not for workers: the stack's api would place the test's kernels on
+    one, and a worker stopped or killed with the test can leave its heartbeat and kernel
+    records on the stack's bus for the next tests' placements to meet."""
     started = Services(tmp_path / "stack-bus", stack.nats_url)
     try:
         yield started
