@@ -104,9 +104,9 @@ async def test_reconnect_with_the_same_session_receives_output_produced_meanwhil
 
 
 async def test_reconnect_through_another_api_replica(
-    stack: Stack, services: Services, tmp_path: Path
+    stack: Stack, stack_services: Services, tmp_path: Path
 ) -> None:
-    other = services.api()
+    other = stack_services.api()
     kernel_id = await start_kernel(stack.api)
     try:
         seen = await output_while_away(stack.api, other, kernel_id, tmp_path)

@@ -117,8 +117,11 @@ async def test_bad_frames_are_dropped_for_that_client_only(stack: Stack, kernel_
         await good.close()
 
 
-async def test_oversize_frame_closes_with_1009_and_others_keep_working(services: Services) -> None:
-    api = services.api(env={"KERNELBUS_WS_MAX_MESSAGE_BYTES": "65536"})
+async def test_oversize_frame_closes_with_1009_and_others_keep_working(
+    stack_services: Services,
+) -> None:
+    """An api replica with a small frame limit, its kernel on the stack's worker."""
+    api = stack_services.api(env={"KERNELBUS_WS_MAX_MESSAGE_BYTES": "65536"})
     kernel_id = await start_kernel(api)
     big = await open_socket(api, kernel_id, session_id="big")
     other = await open_socket(api, kernel_id, session_id="other")

