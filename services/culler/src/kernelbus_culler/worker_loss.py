@@ -10,9 +10,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from nats.aio.client import Client
-
 from kernelbus import bus, events, subjects
+from kernelbus.bus_types import Client
 from kernelbus.framing import message_frame
 from kernelbus.registry import Registry
 from kernelbus.registryview import KernelSummary
