@@ -47,7 +47,10 @@ class WorkerLossHandler:
         for `grace` seconds (ADR 0016). Returns the ids handled."""
         candidates = self.tracker.candidates()
         answers = await asyncio.gather(
-            *(bus.has_responder(self.nc, subjects.worker_ping(w), timeout) for w in candidates)
+            *(
+                bus.ping(self.nc, subjects.worker_ping(w), timeout, on_timeout=True)
+                for w in candidates
+            )
         )
         now = time.monotonic()
         for worker_id, answer in zip(candidates, answers, strict=True):
