@@ -15,18 +15,10 @@ import httpx
 import pytest
 
 from kernelbus.natsserver import free_port
-from kernelbus.processes import wait_for
+from kernelbus.processes import pid_running, wait_for
 from kernelbus.testing.reaper import command_line, descendants, kill_tree
 
 pytestmark = pytest.mark.e2e
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture
@@ -99,6 +91,6 @@ def test_run_serves_a_gateway_and_ctrl_c_leaves_nothing(
     worker_log = next((tmp_path / "data" / "logs").glob("kernelbus-worker-*.log")).read_text()
     assert "kernel shut down (worker stopping)" in worker_log  # gracefully, NATS still up
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(alive(p) for p in started):
+    while time.monotonic() < deadline and any(pid_running(p) for p in started):
         time.sleep(0.1)
-    assert not [command_line(p) for p in started if alive(p)]
+    assert not [command_line(p) for p in started if pid_running(p)]

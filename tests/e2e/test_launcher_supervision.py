@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from kernelbus import events
-from kernelbus.processes import wait_for
+from kernelbus.processes import pid_running, wait_for
 from kernelbus.testing.chaos import KernelClient, sink_events
-from kernelbus.testing.embedded import EmbeddedRun, alive
+from kernelbus.testing.embedded import EmbeddedRun
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -54,7 +54,7 @@ async def test_a_killed_worker_comes_back_and_readopts_its_kernel(embedded: Embe
 
     await asyncio.to_thread(wait_for, readopted, 60, "the restarted worker to re-adopt")
     assert await client.run_text("print(x)", reconnect_within=60) == "41\n"
-    assert alive(kernel_pid)  # the same kernel process
+    assert pid_running(kernel_pid)  # the same kernel process
     await client.close()
     assert embedded.restarts("kernelbus-worker") == 1
     assert embedded.restarts("kernelbus-api") == 0

@@ -77,3 +77,22 @@ async def test_ping_tells_an_answer_from_no_responder(nc: Client) -> None:
         assert await bus.ping(nc, subject, timeout=5) is True
     finally:
         await sub.unsubscribe()
+
+
+async def test_ping_says_what_a_subscriber_that_never_answers_means(nc: Client) -> None:
+    """Someone subscribed but silent: unknown by default, alive for a liveness probe
+    (`on_timeout=True`, the culler's worker probe); a closed connection cannot tell."""
+    subject = subjects.worker_ping(f"ping-test-{uuid.uuid4().hex[:8]}")
+    sub = await nc.subscribe(subject)  # never answers
+    try:
+        assert await bus.ping(nc, subject, timeout=0.2) is None
+        assert await bus.ping(nc, subject, timeout=0.2, on_timeout=True) is True
+        assert await bus.ping(nc, subject, timeout=0.2, on_timeout=False) is False
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_ping_on_a_closed_connection_is_unknown(nats_url: str) -> None:
+    connection = await bus.connect(BusSettings(nats_url=nats_url), name="bus-ping-closed")
+    await bus.close(connection)
+    assert await bus.ping(connection, subjects.worker_ping("any"), timeout=5) is None

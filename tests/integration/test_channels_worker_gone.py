@@ -31,7 +31,9 @@ async def test_a_message_sent_while_the_worker_is_gone_is_answered_by_its_succes
         crashed.kill()  # the kernel lives on (its own session) for a successor to adopt
 
         async def worker_gone() -> bool:
-            return await bus.has_responder(nc, subjects.kernel_command(kernel_id), 2) is False
+            return (
+                await bus.ping(nc, subjects.kernel_command(kernel_id), 2, on_timeout=True) is False
+            )
 
         await until(worker_gone, timeout=30, what="the worker's subscriptions gone from NATS")
         msg_id = await sock.send(execute("print(x + 1)"))

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
+import psutil
 import pytest
 from nats.aio.client import Client
 
@@ -24,6 +25,7 @@ from kernelbus.messages import (
     new_kernel_id,
 )
 from kernelbus.models import KernelRecord
+from kernelbus.processes import parent_pid, pid_running
 from kernelbus.registry import Registry
 from kernelbus.testing.busclient import BusConnection
 from kernelbus.testing.plugin import Services
@@ -60,24 +62,9 @@ async def shutdown(nc: Client, kernel_id: str) -> None:
     )
 
 
-def parent_pid(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[1])
-
-
 def launch_environment(pid: int) -> dict[str, str]:
     """The environment a process was started with (not what it set itself later)."""
-    text = Path(f"/proc/{pid}/environ").read_text()
-    return dict(item.split("=", 1) for item in text.split("\0") if "=" in item)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
+    return psutil.Process(pid).environ()
 
 
 async def test_heartbeat_announces_capacity_and_kernelspecs(services: Services, nc: Client) -> None:
@@ -111,7 +98,7 @@ async def test_kernel_runs_under_the_worker_and_answers(services: Services, nc: 
     assert await (await registry_of(nc)).get_kernel(record.id) is None
 
     async def exited() -> bool:
-        return not pid_alive(record.pid or 0)
+        return not pid_running(record.pid or 0)
 
     await until(exited, what="kernel exit")
 
@@ -293,7 +280,7 @@ async def test_worker_stop_shuts_its_kernels_down(services: Services, nc: Client
     record = await start(nc, wid)
     worker.stop()
     assert worker.process.returncode == 0
-    assert not pid_alive(record.pid or 0)
+    assert record.pid is not None and not pid_running(record.pid)
     registry = await registry_of(nc)
     assert await registry.get_kernel(record.id) is None
     assert wid not in {w.worker_id for w in await registry.live_workers()}
@@ -402,7 +389,7 @@ async def test_successor_worker_readopts_kernels_of_a_crashed_one(
     await conn.attach()
     await conn.execute("kept = 'still here'")
     crashed.kill()
-    assert pid_alive(record.pid or 0)
+    assert pid_running(record.pid or 0)
     services.worker(env)
     stored = await (await registry_of(nc)).get_kernel(record.id)
     assert stored is not None and stored.worker_id == wid and stored.pid == record.pid
@@ -411,7 +398,7 @@ async def test_successor_worker_readopts_kernels_of_a_crashed_one(
     seen = await again.execute("print(kept)")
     assert any(m.msg_type == "stream" and "still here" in m.content["text"] for m in seen)
     await shutdown(nc, record.id)
-    assert not pid_alive(record.pid or 0)
+    assert not pid_running(record.pid or 0)
 
 
 async def test_successor_marks_kernels_that_died_meanwhile_dead(

@@ -8,7 +8,6 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import nats
 import pytest
@@ -17,6 +16,7 @@ from nats.aio.client import Client
 from kernelbus import bus, subjects
 from kernelbus.messages import RestartKernel, ShutdownKernel, StartKernel, new_kernel_id
 from kernelbus.models import KernelRecord
+from kernelbus.processes import pid_running
 from kernelbus.registry import Registry
 from kernelbus.testing.busclient import BusConnection
 from kernelbus.testing.plugin import Services
@@ -54,14 +54,6 @@ async def _printed(nc: Client, kernel_id: str, code: str) -> str:
     return "".join(m.content["text"] for m in seen if m.msg_type == "stream")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 async def test_a_readopted_kernel_restarts_with_its_launch_environment(
     services: Services, nc: Client
 ) -> None:
@@ -72,7 +64,7 @@ async def test_a_readopted_kernel_restarts_with_its_launch_environment(
     services.worker({"KERNELBUS_WORKER_ID": wid})
     restarted = await _restart(nc, record.id)
     assert restarted.pid != record.pid and restarted.execution_state != "dead"
-    assert not _alive(record.pid or 0)
+    assert record.pid is not None and not pid_running(record.pid)
     printed = await _printed(nc, record.id, "import os; print(os.environ['KERNEL_FLAVOUR'])")
     assert printed == "mint\n"
     await bus.request(

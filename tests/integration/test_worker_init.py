@@ -4,12 +4,13 @@ process keeps its kernels: the init restarts it with the same worker id and it r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import nats
+import psutil
 import pytest
 from nats.aio.client import Client
 
@@ -32,30 +33,17 @@ async def nc(nats_url: str) -> AsyncIterator[Client]:
     await client.drain()
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid and stat[0] != "Z":
-                found.append(int(entry.name))
-    return found
-
-
 def _worker_of(init_pid: int) -> int:
     """The kernelbus-worker process the init runs (its only child that is not a kernel)."""
-    for pid in _children(init_pid):
-        if "kernelbus-worker" in Path(f"/proc/{pid}/cmdline").read_text():
-            return pid
+    for child in psutil.Process(init_pid).children():
+        with contextlib.suppress(psutil.Error):  # gone, or a zombie: not the worker
+            if "kernelbus-worker" in " ".join(child.cmdline()):
+                return child.pid
     raise AssertionError("the init runs no worker")
 
 
 def _environ(pid: int) -> dict[str, str]:
-    text = Path(f"/proc/{pid}/environ").read_text()
-    return dict(item.split("=", 1) for item in text.split("\0") if "=" in item)
+    return psutil.Process(pid).environ()
 
 
 def test_the_worker_id_is_pinned_once() -> None:

@@ -16,9 +16,8 @@ from nats.aio.client import Client
 from kernelbus import bus, subjects
 from kernelbus.messages import ShutdownKernel, StartKernel
 from kernelbus.models import KernelRecord
-from kernelbus.processes import kernels_under, orphaned_kernels, wait_for
+from kernelbus.processes import kernels_under, orphaned_kernels, pid_running, wait_for
 from kernelbus.testing.busclient import BusConnection
-from kernelbus.testing.embedded import alive
 from kernelbus.testing.plugin import Services
 from kernelbus_worker.adoption import unadoptable
 
@@ -91,8 +90,8 @@ async def test_repeated_worker_crashes_leave_no_orphans(services: Services, nc: 
         assert set(left) >= {kept.id} and len(left) == 2
         pool_pid = next(pid for kid, pid in left.items() if kid != kept.id)
         worker = services.worker(env)
-        assert not alive(pool_pid)  # reaped by the successor before it said ready
-        assert alive(kept.pid or 0)  # re-adopted
+        assert not pid_running(pool_pid)  # reaped by the successor before it said ready
+        assert pid_running(kept.pid or 0)  # re-adopted
     again = BusConnection(nc, kept.id)
     await again.attach()
     seen = await again.execute("print(kept)")

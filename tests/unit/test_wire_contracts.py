@@ -100,11 +100,11 @@ def test_the_connection_header_is_one_name() -> None:
 
 
 def test_kernel_action_payloads_validate_against_jupyter_servers_schema() -> None:
-    logger, capture = events.build_logger()
+    logger = events.build_logger()
     for data in (
         events.kernel_action("shutdown", new_kernel_id(), "python3"),
         events.kernel_action("start", new_kernel_id(), "python3", RuntimeError("no")),
         events.kernel_action("start", None, "python3", "No such kernel", status_code=404),
     ):
-        logger.emit(schema_id=events.KERNEL_ACTIONS, data=data)  # raises when invalid
-        assert capture.captured is not None and capture.captured["msg"] == data["msg"]
+        capsule = logger.emit(schema_id=events.KERNEL_ACTIONS, data=data)  # raises when invalid
+        assert capsule is not None and capsule["msg"] == data["msg"]

@@ -395,13 +395,27 @@ JETSTREAM_UNAVAILABLE = (
 )
 
 
-async def ping(nc: Client, subject: str, timeout: float, payload: bytes = b"") -> bool | None:
-    """Whether anyone answers on `subject`: True (answered), False (no responder: nobody is
-    subscribed), None (no answer in time, or the bus went down meanwhile: unknown)."""
+async def ping(
+    nc: Client,
+    subject: str,
+    timeout: float,
+    payload: bytes = b"",
+    *,
+    on_timeout: bool | None = None,
+) -> bool | None:
+    """Whether anyone answers on `subject`: True (answered); False (no responder: nobody is
+    subscribed, which the server says at once); `on_timeout` when no answer came in time on a
+    connected bus (None, "unknown", by default; a liveness probe passes True: someone is
+    subscribed but slow, and a loaded host is not a lost one); None when this connection
+    cannot tell (not connected, or the bus failed meanwhile)."""
+    if not nc.is_connected:
+        return None
     try:
         await nc.request(subject, payload, timeout=timeout)
     except nats.errors.NoRespondersError:
-        return False
+        return False if nc.is_connected else None
+    except nats.errors.TimeoutError:
+        return on_timeout if nc.is_connected else None
     except nats.errors.Error:
         return None
     return True
@@ -534,7 +548,7 @@ __all__ = [
 
 async def answer_pings(nc: Client, subject: str) -> None:
     """Answer every request on `subject` with an empty reply, for the connection's life: the
-    other side of `has_responder` (a host's liveness subject)."""
+    other side of `ping` (a host's liveness subject)."""
 
     async def pong(msg: Msg) -> None:
         if msg.reply:
@@ -542,21 +556,3 @@ async def answer_pings(nc: Client, subject: str) -> None:
 
     await nc.subscribe(subject, cb=pong)
     await nc.flush()
-
-
-async def has_responder(nc: Client, subject: str, timeout: float) -> bool | None:
-    """Whether some connection is subscribed to `subject`. False only on NATS's "no
-    responders" (nobody is: the server answers that at once); True on an answer and on a
-    timeout (someone is subscribed, but slow: a loaded host is not a lost one); None when this
-    connection cannot tell (not connected, or the bus failed meanwhile)."""
-    if not nc.is_connected:
-        return None
-    try:
-        await nc.request(subject, b"", timeout=timeout)
-    except nats.errors.NoRespondersError:
-        return False if nc.is_connected else None
-    except nats.errors.TimeoutError:
-        return True if nc.is_connected else None
-    except nats.errors.Error:
-        return None
-    return True

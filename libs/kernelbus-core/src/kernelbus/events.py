@@ -96,26 +96,15 @@ class PendingEvent:
     headers: dict[str, str]
 
 
-class _CapsuleCapture(logging.Handler):
-    """Receives the capsule `EventLogger.emit` logs, synchronously, on the emitting thread."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.INFO)
-        self.captured: dict[str, Any] | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.msg, dict):
-            self.captured = record.msg
-
-
-def build_logger() -> tuple[EventLogger, _CapsuleCapture]:
-    """An `EventLogger` with every Kernelbus schema registered and a capturing handler."""
+def build_logger() -> EventLogger:
+    """An `EventLogger` with every Kernelbus schema registered. Its `emit()` returns the
+    capsule (jupyter_events >= 0.10), but only when some handler or listener would receive
+    it: a `NullHandler` is that handler; the capsule goes to NATS, not to a log."""
     logger = EventLogger()
     for schema in load_event_schemas():
         logger.register_event_schema(schema)
-    capture = _CapsuleCapture()
-    logger.register_handler(capture)
-    return logger, capture
+    logger.register_handler(logging.NullHandler())
+    return logger
 
 
 class EventPublisher:
@@ -126,7 +115,7 @@ class EventPublisher:
     ) -> None:
         self._js = js
         self._source = source
-        self._logger, self._capture = build_logger()
+        self._logger = build_logger()
         self._queue: asyncio.Queue[PendingEvent] = asyncio.Queue(maxsize=max_queue)
         self._retry_max = retry_max
         self._task: asyncio.Task[None] | None = None
@@ -146,10 +135,8 @@ class EventPublisher:
         """Validate `data` and wrap it in a jupyter_events capsule, ready to publish."""
         if schema_id not in self._logger.schemas:
             raise UnknownSchema(f"no schema {schema_id!r} in schemas/events")
-        self._capture.captured = None
-        self._logger.emit(schema_id=schema_id, data=data)
-        capsule = self._capture.captured
-        if capsule is None:  # pragma: no cover - EventLogger always logs with a handler
+        capsule = self._logger.emit(schema_id=schema_id, data=data)
+        if capsule is None:  # pragma: no cover - only without a handler (see build_logger)
             raise RuntimeError("jupyter_events produced no capsule")
         event_id = uuid.uuid4().hex
         headers = inject_headers(

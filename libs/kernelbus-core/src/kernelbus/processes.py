@@ -1,4 +1,5 @@
-"""Start Kernelbus services as real child processes and stop them by their own pid."""
+"""Start Kernelbus services as real child processes and stop them by their own pid; find
+kernels and iopub keepers by their command lines (psutil reads the process table)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 
 @dataclass
@@ -99,26 +102,31 @@ def wait_for(
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}{tail}")
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace")
+def _command_lines() -> list[tuple[int, str]]:
+    """(pid, command line joined by spaces) of every process but this one; a process whose
+    command line cannot be read (gone meanwhile, not ours to read, a zombie) has ""."""
+    own = os.getpid()
+    return [
+        (proc.pid, " ".join(proc.info["cmdline"] or ()))
+        for proc in psutil.process_iter(["cmdline"], ad_value=None)
+        if proc.pid != own
+    ]
+
+
+def is_kernel_under(cmdline: str, directory: Path) -> bool:
+    """A kernel's command line names its connection file, `<runtime dir>/kernel-<id>.json`;
+    the iopub keeper's names the runtime dir too, and is not a kernel."""
+    return str(directory) in cmdline and "kernel-" in cmdline and KEEPER_MODULE not in cmdline
+
+
+def is_keeper_of(cmdline: str, directory: Path) -> bool:
+    return KEEPER_MODULE in cmdline and str(directory) in cmdline
 
 
 def kernels_under(directory: Path) -> list[int]:
     """Pids of live processes whose command line names a file in `directory` (kernels are
     started with `-f <runtime dir>/kernel-<id>.json`)."""
-    marker = str(directory)
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        cmdline = _cmdline(int(entry.name))
-        if marker in cmdline and "kernel-" in cmdline and KEEPER_MODULE not in cmdline:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, cmdline in _command_lines() if is_kernel_under(cmdline, directory)]
 
 
 KEEPER_MODULE = "kernelbus_worker.keeper"
@@ -128,28 +136,26 @@ KEEPER_MODULE = "kernelbus_worker.keeper"
 def keepers_under(directory: Path) -> list[int]:
     """Pids of the iopub keepers serving `directory` (they outlive a crashed worker, as its
     kernels do, and stop by themselves a while after the last kernel there)."""
-    marker = str(directory)
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        cmdline = _cmdline(int(entry.name))
-        if KEEPER_MODULE in cmdline and marker in cmdline:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, cmdline in _command_lines() if is_keeper_of(cmdline, directory)]
 
 
 _CONNECTION_FILE = re.compile(r"kernel-([^/\s]+)\.json")
+
+
+def kernel_id_of(cmdline: str) -> str | None:
+    """The kernel id in a kernel's command line (its connection file's name)."""
+    match = _CONNECTION_FILE.search(cmdline)
+    return match.group(1) if match else None
 
 
 def orphaned_kernels(directory: Path) -> dict[str, int]:
     """Kernel id (from its connection file's name) → pid, for the kernels under `directory`
     whose worker is gone."""
     found = {}
-    for pid in kernels_under(directory):
-        match = _CONNECTION_FILE.search(_cmdline(pid))
-        if match and _orphaned(pid):
-            found[match.group(1)] = pid
+    for pid, cmdline in _command_lines():
+        kernel_id = kernel_id_of(cmdline)
+        if kernel_id and is_kernel_under(cmdline, directory) and _orphaned(pid):
+            found[kernel_id] = pid
     return found
 
 
@@ -176,33 +182,36 @@ def kill_orphaned_kernels(directory: Path, include_adopted: bool = False) -> lis
 
 
 def _orphaned(pid: int) -> bool:
+    """Whether `pid`'s parent is not a kernel worker (a gone or unreadable one is not)."""
     try:
-        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        parent = (Path(f"/proc/{ppid}/cmdline").read_bytes()).decode(errors="replace")
-    except (OSError, ValueError, IndexError):
+        parent = psutil.Process(pid).parent()
+        return parent is None or "kernelbus-worker" not in " ".join(parent.cmdline())
+    except psutil.Error:
         return True
-    return "kernelbus-worker" not in parent
+
+
+def parent_pid(pid: int) -> int | None:
+    """`pid`'s parent's pid; None when `pid` is gone."""
+    try:
+        return psutil.Process(pid).ppid()
+    except psutil.NoSuchProcess:
+        return None
 
 
 def pid_running(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie is not; one we may not signal is)."""
+    """Whether `pid` is a live process (a zombie is not; one we may not inspect is)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
 
 
 def pid_stopped(pid: int) -> bool:
     """Whether `pid` is stopped (SIGSTOP takes effect asynchronously: tests that freeze a
     process wait for this)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() == psutil.STATUS_STOPPED
+    except psutil.Error:
         return False

@@ -71,7 +71,7 @@ class Registry:
     async def start_view(self, nc: Client, timeout: float = 10.0) -> None:
         """Open the watch-fed view and wait (up to `timeout`) for its first full load; until
         it has one, listings read the buckets directly."""
-        self.view = RegistryView.of(nc, self.kernels, self.connections)
+        self.view = RegistryView.of(nc, self.js, self.kernels, self.connections)
         self.view.start()
         if not await self.view.wait_ready(timeout):
             log.warning(

@@ -27,10 +27,12 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from kernelbus import subjects
+from kernelbus.bus_kv import kv_stream
 from kernelbus.models import ExecutionState, KernelRecord
 from kernelbus.timefmt import jupyter_timestamp
 
@@ -128,8 +130,14 @@ def decode_connections(value: bytes) -> int | None:
 
 @dataclass
 class BucketView(Generic[T]):
-    """The current value of every key of one KV bucket, kept by an ordered watcher."""
+    """The current value of every key of one KV bucket, kept by an ordered watcher.
 
+    `js` and `name` are ours to keep (not read back from nats-py's private attributes of
+    `kv`): the barrier asks the bucket's stream (`bus_kv.kv_stream(name)`) for its last
+    sequence."""
+
+    js: JetStreamContext
+    name: str
     kv: KeyValue
     decode: Callable[[bytes], T | None]
     entries: dict[str, tuple[T, float]] = field(default_factory=dict)
@@ -148,16 +156,12 @@ class BucketView(Generic[T]):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("registry view of %s: watch failed (%s); rebuilding", self._name, exc)
+                log.warning("registry view of %s: watch failed (%s); rebuilding", self.name, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.5)
 
-    @property
-    def _name(self) -> str:
-        return str(self.kv._name)
-
     async def _watch_once(self, stop: asyncio.Event, rebuild: asyncio.Event) -> None:
-        info = await self.kv._js.stream_info(self.kv._stream)
+        info = await self.js.stream_info(kv_stream(self.name))
         target = info.state.last_seq if info.state.messages else 0
         staging: dict[str, tuple[T, float]] = {}
         staging_rev = 0
@@ -172,7 +176,7 @@ class BucketView(Generic[T]):
             self.ready.set()
             self._advanced.set()
             log.info(
-                "registry view of %s: %d keys at revision %d", self._name, len(staging), staging_rev
+                "registry view of %s: %d keys at revision %d", self.name, len(staging), staging_rev
             )
 
         if target == 0:
@@ -180,7 +184,7 @@ class BucketView(Generic[T]):
         waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(rebuild.wait())}
         try:
             while not stop.is_set() and not rebuild.is_set():
-                getter = asyncio.ensure_future(watcher._updates.get())
+                getter = asyncio.ensure_future(watcher.updates(timeout=None))  # type: ignore[no-untyped-call]
                 done, _ = await asyncio.wait({getter, *waits}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
@@ -188,7 +192,7 @@ class BucketView(Generic[T]):
                 entry = getter.result()
                 if entry is None:
                     # The initial-values marker: trust it only for an empty bucket (it can come
-                    # early under load, as `kernelbus.kvkeys` explains).
+                    # early under load, as `bus_kv.Bucket.keys` explains).
                     if not synced and not staging and target == 0:
                         swap()
                     continue
@@ -216,7 +220,7 @@ class BucketView(Generic[T]):
             return
         value = self.decode(entry.value)
         if value is None:
-            log.warning("registry view of %s: unreadable entry under key %s", self._name, entry.key)
+            log.warning("registry view of %s: unreadable entry under key %s", self.name, entry.key)
             book.pop(entry.key, None)
             return
         created = entry.created
@@ -231,12 +235,12 @@ class BucketView(Generic[T]):
         contents are served as they are rather than failing the read.
         """
         try:
-            info = await asyncio.wait_for(self.kv._js.stream_info(self.kv._stream), timeout / 2)
+            info = await asyncio.wait_for(self.js.stream_info(kv_stream(self.name)), timeout / 2)
         except Exception as exc:
             if not self.ready.is_set():
                 raise
             log.warning(
-                "registry view of %s: stream unavailable (%r); serving the view", self._name, exc
+                "registry view of %s: stream unavailable (%r); serving the view", self.name, exc
             )
             return True
         target = info.state.last_seq
@@ -266,9 +270,13 @@ class RegistryView:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    def of(cls, nc: Client, kernels: KeyValue, connections: KeyValue) -> RegistryView:
+    def of(
+        cls, nc: Client, js: JetStreamContext, kernels: KeyValue, connections: KeyValue
+    ) -> RegistryView:
         return cls(
-            nc, BucketView(kernels, decode_kernel), BucketView(connections, decode_connections)
+            nc,
+            BucketView(js, subjects.KERNELS_BUCKET, kernels, decode_kernel),
+            BucketView(js, subjects.CONNECTIONS_BUCKET, connections, decode_connections),
         )
 
     def start(self) -> None:

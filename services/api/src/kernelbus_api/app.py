@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from kernelbus import subjects
 from kernelbus.bus_kv import Bucket
+from kernelbus.bus_types import Client, Msg
 from kernelbus.events import EventPublisher
 from kernelbus.startup import open_bus, open_registry, starting
 from kernelbus_api import drains, errors, metrics, openapi

@@ -2,7 +2,9 @@
 
 Domain errors (`kernelbus.errors`) carry a stable code; this table turns it into an HTTP status.
 `no_such_kernelspec` maps to 500, not 404, because Kernel Gateway answers an unknown kernel name
-on `POST /api/kernels` with 500 and its own test suite asserts it.
+on `POST /api/kernels` with 500 and its own test suite asserts it. nats-py's errors never get
+here: the bus layer (`kernelbus.bus`, `bus_kv`, `registry`) raises them as `KernelbusError`s
+(`bus_unavailable` 503, `bus_timeout` 504, ...).
 """
 
 from __future__ import annotations
@@ -12,13 +14,11 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-import nats.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kernelbus import bus
 from kernelbus.errors import KernelbusError
 from kernelbus_api.authorization import NotAuthorized
 
@@ -71,16 +71,6 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status_for(exc), exc.message)
 
 
-async def _nats(request: Request, exc: Exception) -> JSONResponse:
-    """A raw nats-py error (registry reads go to JetStream directly), typed by `bus.translate`."""
-    assert isinstance(exc, nats.errors.Error)
-    connectivity = getattr(getattr(request.app.state, "kb", None), "connectivity", None)
-    connected = connectivity.connected if connectivity is not None else False
-    error = bus.translate(exc, connected)
-    log.warning("bus error on %s %s: %r", request.method, request.url.path, exc)
-    return error_response(status_for(error), error.message)
-
-
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     phrase = HTTPStatus(exc.status_code).phrase
@@ -123,7 +113,6 @@ def _where(error: Any) -> str:
 def install(app: FastAPI) -> None:
     """Register the handlers; the only place HTTP statuses of errors are decided."""
     app.add_exception_handler(KernelbusError, _domain)
-    app.add_exception_handler(nats.errors.Error, _nats)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(NotAuthorized, _not_authorized)
     app.add_exception_handler(RequestValidationError, _validation)

@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from nats.aio.client import Client
-
 from kernelbus import bus, events, subjects
 from kernelbus.bus_kv import Bucket
+from kernelbus.bus_types import Client
 from kernelbus.errors import (
     BusTimeout,
     CapacityExceeded,

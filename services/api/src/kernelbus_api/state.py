@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nats.aio.client import Client
-from nats.js import JetStreamContext
-
 from kernelbus.bus import Connectivity
+from kernelbus.bus_types import Client, JetStreamContext
 from kernelbus.registry import Registry
 from kernelbus_api.kernels import Kernels
 from kernelbus_api.sessions import Sessions

@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from jupyter_events.schema_registry import SchemaRegistry
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 from kernelbus import events, subjects
+from kernelbus.bus_types import DeliverPolicy, JetStreamContext, Msg, PushSubscription
 from kernelbus.schemas import InvalidEvent, parse_capsule
 from kernelbus.timefmt import utcnow
 from kernelbus_culler.view import Activity
@@ -57,7 +55,7 @@ worker stopped cleanly (leaving kernels for a successor) must not call that work
 
 async def subscribe(
     js: JetStreamContext, registry: SchemaRegistry, sink: EventSink
-) -> list[JetStreamContext.PushSubscription]:
+) -> list[PushSubscription]:
     """Ordered, ephemeral consumers. Activity from now on only: the view is rebuilt from the
     registry at start. worker_stopped from `STOPPED_LOOKBACK` seconds ago.
 
@@ -91,7 +89,7 @@ async def subscribe(
     return [activity, stopped]
 
 
-async def unsubscribe(subscriptions: list[JetStreamContext.PushSubscription]) -> None:
+async def unsubscribe(subscriptions: list[PushSubscription]) -> None:
     """End what `subscribe` started; never raises (NATS may be gone already at shutdown)."""
     for subscription in subscriptions:
         with contextlib.suppress(Exception):

@@ -12,9 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nats.aio.client import Client
-
 from kernelbus import bus, events, subjects
+from kernelbus.bus_types import Client
 from kernelbus.errors import NoSuchKernel, NoWorkerAvailable
 from kernelbus.messages import ShutdownKernel
 from kernelbus.models import WorkerHeartbeat

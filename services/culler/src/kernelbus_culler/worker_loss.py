@@ -10,9 +10,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from nats.aio.client import Client
-
 from kernelbus import bus, events, subjects
+from kernelbus.bus_types import Client
 from kernelbus.framing import message_frame
 from kernelbus.registry import Registry
 from kernelbus.registryview import KernelSummary
@@ -48,7 +47,10 @@ class WorkerLossHandler:
         for `grace` seconds (ADR 0016). Returns the ids handled."""
         candidates = self.tracker.candidates()
         answers = await asyncio.gather(
-            *(bus.has_responder(self.nc, subjects.worker_ping(w), timeout) for w in candidates)
+            *(
+                bus.ping(self.nc, subjects.worker_ping(w), timeout, on_timeout=True)
+                for w in candidates
+            )
         )
         now = time.monotonic()
         for worker_id, answer in zip(candidates, answers, strict=True):

@@ -9,11 +9,16 @@ import contextlib
 import logging
 
 from jupyter_events.schema_registry import SchemaRegistry
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from kernelbus import bus, subjects
+from kernelbus.bus_types import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    JetStreamContext,
+    Msg,
+    PullSubscription,
+)
 from kernelbus.errors import describe_error
 from kernelbus.events import EVENT_ID_HEADER, MSG_ID_HEADER, SOURCE_HEADER
 from kernelbus.schemas import InvalidEvent, parse_capsule
@@ -48,7 +53,7 @@ class EventConsumer:
         self._tail = tail
         self._metrics = metrics or EventsMetrics()
         self._task: asyncio.Task[None] | None = None
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._sub: PullSubscription | None = None
         self.ready = asyncio.Event()
 
     def config(self) -> ConsumerConfig:
@@ -86,7 +91,7 @@ class EventConsumer:
                 await self._sub.unsubscribe()
             self._sub = None
 
-    async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
+    async def _run(self, sub: PullSubscription) -> None:
         self.ready.set()
         while True:
             try:

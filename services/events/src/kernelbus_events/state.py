@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jupyter_events.schema_registry import SchemaRegistry
-from nats.aio.client import Client
-from nats.js import JetStreamContext
 
+from kernelbus.bus_types import Client, JetStreamContext
 from kernelbus_events.consumer import EventConsumer
 from kernelbus_events.metrics import EventsMetrics
 from kernelbus_events.settings import EventsSettings

@@ -8,46 +8,44 @@ with the same worker id finds them in the registry, restores the provisioner fro
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import signal
 
+import psutil
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 from kernelbus.messages import StartKernel
 from kernelbus.models import KernelRecord
-from kernelbus.processes import pid_running
 from kernelbus_worker.factory import KernelFactory
 from kernelbus_worker.keeperclient import KeeperClient, KeeperUnavailable
 from kernelbus_worker.kernel import ManagedKernel
 
 
-class AdoptedProcess:
-    """A `Popen`-like handle on a kernel process this worker did not spawn.
-
-    `LocalProvisioner` keeps a `Popen` to poll and signal its kernel; a successor has only
-    the pid, so this answers the same calls with `os.kill`.
+class AdoptedProcess(psutil.Process):
+    """psutil's handle on a kernel process this worker did not spawn, answering the `Popen`
+    calls `LocalProvisioner` makes (a successor has only the pid). psutil refuses to signal
+    a process that merely reused the pid; a kernel that is gone ignores signals, as before.
     """
 
     stdin = stdout = stderr = None
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-
     def poll(self) -> int | None:
-        if self.returncode is None and not pid_running(self.pid):
-            self.returncode = -1
-        return self.returncode
+        """None while it runs; -1 once gone (not our child: its exit status is not ours)."""
+        try:
+            running = self.is_running() and self.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            running = False
+        return None if running else -1
 
     def wait(self, timeout: float | None = None) -> int:
         code = self.poll()
         return -1 if code is None else code
 
-    def send_signal(self, signum: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, signum)
+    def send_signal(self, sig: int) -> None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            super().send_signal(sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -102,7 +100,9 @@ async def restore_manager(km: AsyncKernelManager, record: KernelRecord) -> None:
     }
     await provisioner.load_provisioner_info(info)
     if isinstance(provisioner, LocalProvisioner) and record.pid:
-        provisioner.process = AdoptedProcess(record.pid)  # type: ignore[assignment]
+        # A pid that is gone leaves the provisioner without a process: `reattach` says so.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            provisioner.process = AdoptedProcess(record.pid)  # type: ignore[assignment]
     km.provisioner = provisioner
 
 

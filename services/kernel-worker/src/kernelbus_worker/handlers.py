@@ -12,11 +12,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-
 from kernelbus import bus, chunking, subjects
+from kernelbus.bus_types import Client, Msg, Subscription
 from kernelbus.errors import BadRequest
 from kernelbus.kernelenv import check_request_env, check_value
 from kernelbus.messages import (

@@ -18,9 +18,8 @@ import json
 import logging
 import time
 
-from nats.aio.client import Client
-
 from kernelbus import bus, subjects
+from kernelbus.bus_types import Client
 from kernelbus_worker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)

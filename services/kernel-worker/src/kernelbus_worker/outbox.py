@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import cast
 
-from nats.aio.client import Client
-
 from kernelbus import chunking
+from kernelbus.bus_types import Client
 
 
 class Outbox:

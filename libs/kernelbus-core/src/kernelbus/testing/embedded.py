@@ -14,26 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kernelbus.natsserver import free_port
-from kernelbus.processes import wait_for
+from kernelbus.processes import parent_pid, pid_running, wait_for
 from kernelbus.testing.reaper import command_line, descendants, kill_tree
 
 SERVICE_NAMES = ("kernelbus-api", "kernelbus-worker", "kernelbus-culler", "kernelbus-events")
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie is dead: only its parent's wait is missing)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 @dataclass
@@ -123,8 +107,8 @@ class EmbeddedRun:
 
         A child forked by one of them that has not exec'd yet (a kernel being launched) still
         shows its parent's command line: it is not counted."""
-        found = {pid for pid, line in self.census().items() if name in line and alive(pid)}
-        return sorted(pid for pid in found if _parent(pid) not in found)
+        found = {pid for pid, line in self.census().items() if name in line and pid_running(pid)}
+        return sorted(pid for pid in found if parent_pid(pid) not in found)
 
     def pid_of(self, name: str) -> int:
         pids = self.pids_of(name)
@@ -161,7 +145,7 @@ class EmbeddedRun:
     @staticmethod
     def _same(pid: int, line: str) -> bool:
         """Still the process seen then (alive, same command line: not a reused pid)."""
-        return alive(pid) and command_line(pid) == line
+        return pid_running(pid) and command_line(pid) == line
 
     def wait_all_gone(self, timeout: float) -> list[str]:
         deadline = time.monotonic() + timeout

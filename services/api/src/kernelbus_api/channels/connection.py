@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from nats.aio.msg import Msg
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from kernelbus.bus_types import Msg
 from kernelbus.chunking import Reassembler
 from kernelbus.framing import FrameError, header_of, pack_v1, unpack_v1
 from kernelbus.logs import kernel_logger

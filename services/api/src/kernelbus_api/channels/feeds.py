@@ -5,11 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-
 from kernelbus import subjects
+from kernelbus.bus_types import Client, Msg, Subscription
 from kernelbus.chunking import Reassembler
 from kernelbus.framing import FrameError, header_of, unpack_v1
 from kernelbus_api.channels.connection import Connection

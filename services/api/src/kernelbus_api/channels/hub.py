@@ -9,11 +9,10 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from starlette.types import ASGIApp
 
 from kernelbus import bus, chunking, subjects
+from kernelbus.bus_types import Msg, Subscription
 from kernelbus.errors import KernelbusError, NoSuchKernel
 from kernelbus.framing import pack_v1
 from kernelbus.messages import AttachConnection, AttachReply, DetachConnection
