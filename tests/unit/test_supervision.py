@@ -40,6 +40,8 @@ class FakeChild:
         self.starts = 0
         self.fail_starts = fail_starts
         self.code: int | None = None
+        self.exit_seen = asyncio.Event()
+        """Set once the supervisor read the exit code of a crash (it then schedules a restart)."""
 
     def start(self) -> None:
         self.starts += 1
@@ -63,6 +65,8 @@ class FakeChild:
 
     @property
     def returncode(self) -> int | None:
+        if self.code is not None:
+            self.exit_seen.set()
         return self.code
 
     def stop(self, timeout: float) -> bool:
@@ -124,7 +128,7 @@ async def test_stopping_cancels_a_pending_restart() -> None:
     stop = asyncio.Event()
     running = asyncio.create_task(supervisor.run(stop))
     nats.crash()
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(nats.exit_seen.wait(), 5)  # the restart is pending now
     stop.set()
     assert await asyncio.wait_for(running, 5) is None
     assert nats.starts == 1
