@@ -8,11 +8,12 @@ import re
 import jupyter_client
 import pytest
 
-from kernelbus import events, jupyter_server_handler, subjects
+from kernelbus import events, subjects
 from kernelbus.framing import PROTOCOL_VERSION, message_frame, unpack_v1
 from kernelbus.messages import UUID_PATTERN, new_kernel_id
 from kernelbus_api.channels.codec import stderr_notice
 from kernelbus_culler.worker_loss import dead_status_frame
+from kernelbus_jupyter import events as jupyter_events_handler
 
 
 def test_our_protocol_version_is_the_one_jupyter_client_writes() -> None:
@@ -87,7 +88,7 @@ def test_a_failed_rest_request_reports_its_status_and_leaves_out_what_it_does_no
 
 
 def test_the_stdlib_only_jupyter_server_handler_names_the_event_id_header_as_events_does() -> None:
-    assert jupyter_server_handler.EVENT_ID_HEADER == events.EVENT_ID_HEADER
+    assert jupyter_events_handler.EVENT_ID_HEADER == events.EVENT_ID_HEADER
 
 
 def test_kernel_ids_match_the_one_pattern() -> None:
