@@ -8,7 +8,7 @@ import re
 import jupyter_client
 import pytest
 
-from kernelbus import events, subjects
+from kernelbus import eventpublisher, events, subjects
 from kernelbus.framing import PROTOCOL_VERSION, message_frame, unpack_v1
 from kernelbus.messages import UUID_PATTERN, new_kernel_id
 from kernelbus_api.channels.codec import stderr_notice
@@ -101,7 +101,7 @@ def test_the_connection_header_is_one_name() -> None:
 
 
 def test_kernel_action_payloads_validate_against_jupyter_servers_schema() -> None:
-    logger = events.build_logger()
+    logger = eventpublisher.build_logger()
     for data in (
         events.kernel_action("shutdown", new_kernel_id(), "python3"),
         events.kernel_action("start", new_kernel_id(), "python3", RuntimeError("no")),
