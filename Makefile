@@ -13,7 +13,7 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv==0.13.9
 
-MEMBERS := -e libs/kernelbus-core -e services/api -e services/kernel-worker -e services/culler -e services/events -e libs/kernelbus-jupyter
+MEMBERS := -e libs/kernelbus-core -e libs/kernelbus-runtime -e services/api -e services/kernel-worker -e services/culler -e services/events -e libs/kernelbus-jupyter
 
 # pyvenv.cfg, not bin/python: the latter is a symlink whose target's old mtime would make
 # every run recreate the environment.

@@ -25,7 +25,7 @@ JS_TOKEN = "js-token"
 def _config(path: Path, sink: EventsProcess) -> Path:
     handler = f"KernelbusEventHandler(url={sink.url!r}, token={sink.token!r})"
     path.write_text(
-        "from kernelbus.jupyter_server_handler import KernelbusEventHandler\n"
+        "from kernelbus_jupyter.events import KernelbusEventHandler\n"
         f"c.EventLogger.handlers = [{handler}]\n"
     )
     return path

@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 
 from kernelbus import bus, events, subjects
 from kernelbus.bus_kv import Bucket
-from kernelbus.events import EventPublisher
+from kernelbus.eventpublisher import EventPublisher
 from kernelbus.framing import unpack_v1
 from kernelbus.messages import KernelReply, ShutdownKernel
 from kernelbus.models import ExecutionState, KernelRecord, WorkerHeartbeat

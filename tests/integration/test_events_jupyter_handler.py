@@ -11,10 +11,10 @@ import pytest
 from jupyter_events.logger import EventLogger
 
 from kernelbus import events, natsserver
-from kernelbus.jupyter_server_handler import KernelbusEventHandler
 from kernelbus.schemas import load_event_schemas
 from kernelbus.testing.events import EventsProcess, start_events_service
 from kernelbus.testing.plugin import Services
+from kernelbus_jupyter.events import KernelbusEventHandler
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kernelbus import bus, events, natsserver, subjects
-from kernelbus.events import EventPublisher
+from kernelbus.eventpublisher import EventPublisher
 from kernelbus.settings import BusSettings
 
 pytestmark = pytest.mark.integration

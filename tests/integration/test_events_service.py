@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client
 
 from kernelbus import events, natsserver, subjects
-from kernelbus.events import EventPublisher
+from kernelbus.eventpublisher import EventPublisher
 from kernelbus.testing.events import EventsProcess, restart, start_events_service
 from kernelbus.testing.plugin import Services
 

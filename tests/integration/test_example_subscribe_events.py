@@ -14,7 +14,7 @@ import pytest
 from nats.aio.client import Client
 
 from kernelbus import bus, events, natsserver
-from kernelbus.events import EventPublisher
+from kernelbus.eventpublisher import EventPublisher
 from kernelbus.processes import ServiceProcess, spawn
 from kernelbus.testing.plugin import Services
 

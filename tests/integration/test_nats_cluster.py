@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
 from kernelbus import bus, events, subjects
-from kernelbus.events import EventPublisher
+from kernelbus.eventpublisher import EventPublisher
 from kernelbus.natscluster import NatsCluster, start_cluster
 from kernelbus.testing.plugin import Services
 from kernelbus_worker.sim.provisioner import SPEC_NAME, write_kernelspec

@@ -36,8 +36,14 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "culler": CullerSettings,
     "events": EventsSettings,
 }
-WORKSPACE_DISTS = {"kernelbus-core", "kernelbus-api", "kernelbus-worker", "kernelbus-culler"}
-WORKSPACE_DISTS |= {"kernelbus-events"}
+WORKSPACE_DISTS = {
+    "kernelbus-core",
+    "kernelbus-runtime",
+    "kernelbus-api",
+    "kernelbus-worker",
+    "kernelbus-culler",
+    "kernelbus-events",
+}
 _VAR = re.compile(r"\$\{(\w+)(?::([?-])([^}]*))?\}")
 
 

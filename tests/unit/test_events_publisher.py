@@ -10,7 +10,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from kernelbus import events, subjects
-from kernelbus.events import EventPublisher, UnknownSchema
+from kernelbus.eventpublisher import EventPublisher, UnknownSchema
 
 
 class FlakyJetStream:

@@ -8,11 +8,12 @@ import re
 import jupyter_client
 import pytest
 
-from kernelbus import events, jupyter_server_handler, subjects
+from kernelbus import eventpublisher, events, subjects
 from kernelbus.framing import PROTOCOL_VERSION, message_frame, unpack_v1
 from kernelbus.messages import UUID_PATTERN, new_kernel_id
 from kernelbus_api.channels.codec import stderr_notice
 from kernelbus_culler.worker_loss import dead_status_frame
+from kernelbus_jupyter import events as jupyter_events_handler
 
 
 def test_our_protocol_version_is_the_one_jupyter_client_writes() -> None:
@@ -87,7 +88,7 @@ def test_a_failed_rest_request_reports_its_status_and_leaves_out_what_it_does_no
 
 
 def test_the_stdlib_only_jupyter_server_handler_names_the_event_id_header_as_events_does() -> None:
-    assert jupyter_server_handler.EVENT_ID_HEADER == events.EVENT_ID_HEADER
+    assert jupyter_events_handler.EVENT_ID_HEADER == events.EVENT_ID_HEADER
 
 
 def test_kernel_ids_match_the_one_pattern() -> None:
@@ -100,7 +101,7 @@ def test_the_connection_header_is_one_name() -> None:
 
 
 def test_kernel_action_payloads_validate_against_jupyter_servers_schema() -> None:
-    logger = events.build_logger()
+    logger = eventpublisher.build_logger()
     for data in (
         events.kernel_action("shutdown", new_kernel_id(), "python3"),
         events.kernel_action("start", new_kernel_id(), "python3", RuntimeError("no")),

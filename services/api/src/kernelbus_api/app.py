@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from kernelbus import subjects
 from kernelbus.bus_kv import Bucket
 from kernelbus.bus_types import Client, Msg
-from kernelbus.events import EventPublisher
+from kernelbus.eventpublisher import EventPublisher
 from kernelbus.startup import open_bus, open_registry, starting
 from kernelbus_api import drains, errors, metrics, openapi
 from kernelbus_api.admission import Admission

@@ -20,7 +20,7 @@ from kernelbus.errors import (
     NoSuchKernel,
     NoWorkerAvailable,
 )
-from kernelbus.events import EventPublisher
+from kernelbus.eventpublisher import EventPublisher
 from kernelbus.messages import (
     InterruptKernel,
     KernelReply,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from kernelbus import bus, subjects
 from kernelbus.bus_kv import Bucket
-from kernelbus.events import EventPublisher
+from kernelbus.eventpublisher import EventPublisher
 from kernelbus.schemas import event_registry
 from kernelbus.startup import open_bus, open_registry, starting
 from kernelbus_culler import activity, health

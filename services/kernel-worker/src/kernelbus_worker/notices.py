@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from kernelbus import events
-from kernelbus.events import EventPublisher
+from kernelbus.eventpublisher import EventPublisher
 from kernelbus.timefmt import jupyter_timestamp
 from kernelbus_worker.kernel import ManagedKernel
 

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from kernelbus import bus
 from kernelbus.errors import CapacityExceeded, NoSuchKernel, RestartFailed
-from kernelbus.events import EventPublisher
+from kernelbus.eventpublisher import EventPublisher
 from kernelbus.messages import StartKernel
 from kernelbus.models import KernelRecord
 from kernelbus.processes import orphaned_kernels

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from kernelbus import bus, events, subjects
-from kernelbus.events import EventPublisher
+from kernelbus.eventpublisher import EventPublisher
 from kernelbus.registry import Registry
 from kernelbus.startup import open_bus, open_registry, starting
 from kernelbus.timefmt import utcnow

@@ -11,7 +11,7 @@ from nats.aio.client import Client
 from prometheus_client import Counter
 
 from kernelbus import bus, events, tinyhttp
-from kernelbus.events import EventPublisher
+from kernelbus.eventpublisher import EventPublisher
 from kernelbus.metrics import CONTENT_TYPE, new_registry, render
 from kernelbus.settings import BusSettings
 from kernelbus.supervision import Restart

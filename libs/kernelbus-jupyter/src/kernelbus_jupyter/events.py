@@ -2,7 +2,7 @@
 
 Configure jupyter_server with::
 
-    from kernelbus.jupyter_server_handler import KernelbusEventHandler
+    from kernelbus_jupyter.events import KernelbusEventHandler
     c.EventLogger.handlers = [KernelbusEventHandler(url="http://gateway:8889", token="...")]
 
 Each capsule is POSTed to `<url>/api/events` by a daemon thread, so jupyter_server's request
