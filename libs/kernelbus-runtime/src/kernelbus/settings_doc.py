@@ -6,28 +6,29 @@ its markers (`make readme`); a test checks README.md names every variable.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
-SERVICES = (
-    ("all services", "kernelbus.settings", "BusSettings"),
-    ("api", "kernelbus_api.settings", "ApiSettings"),
-    ("kernel-worker", "kernelbus_worker.settings", "WorkerSettings"),
-    ("culler", "kernelbus_culler.settings", "CullerSettings"),
-    ("events", "kernelbus_events.settings", "EventsSettings"),
-    ("launcher", "kernelbus.launcher_settings", "LauncherSettings"),
-)
+GROUP = "kernelbus.settings"
+"""Entry points naming each settings class (in each distribution's pyproject.toml), so that
+the runtime names no service: `<order>-<service> = "module:Class"`."""
 
 
-def settings_class(module: str, name: str) -> type[BaseSettings]:
-    cls: type[BaseSettings] = getattr(importlib.import_module(module), name)
-    return cls
+def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
+    """(service, settings class) of every installed distribution, in their declared order."""
+    found = []
+    for point in sorted(entry_points(group=GROUP), key=lambda p: p.name):
+        cls = point.load()
+        if not (isinstance(cls, type) and issubclass(cls, BaseSettings)):
+            raise TypeError(f"entry point {point.name} of {GROUP} is not a settings class")
+        found.append((point.name.partition("-")[2], cls))
+    return found
 
 
 def env_names(cls: type[BaseSettings], field_name: str, field: FieldInfo) -> list[str]:
@@ -43,9 +44,9 @@ def env_names(cls: type[BaseSettings], field_name: str, field: FieldInfo) -> lis
 
 def rows(own_only: bool = True) -> Iterator[tuple[str, str, str, str]]:
     """(service, variable, default, description) for every setting."""
-    base = settings_class("kernelbus.settings", "BusSettings")
-    for service, module, name in SERVICES:
-        cls = settings_class(module, name)
+    classes = settings_classes()
+    base = classes[0][1]  # the settings every service shares (`BusSettings`)
+    for service, cls in classes:
         for field_name, field in cls.model_fields.items():
             if own_only and cls is not base and field_name in base.model_fields:
                 continue
