@@ -113,7 +113,7 @@ class ManagedKernel:
         self._state = state
 
     def registered(self) -> None:
-        """Reachable and watched from now on."""
+        """In the supervisor's table: reachable, watched, and open to a shutdown from now on."""
         self._become(Lifecycle.RUNNING)
 
     def restart_began(self) -> None:

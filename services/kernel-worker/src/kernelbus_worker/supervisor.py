@@ -160,9 +160,9 @@ class Supervisor:
         """Make a ready kernel reachable: registry entry, bus subscriptions, death watch."""
         await record_provisioner(kernel)
         self.kernels[kernel.id] = kernel
+        kernel.registered()  # from here on a shutdown may come for it
         await self.observer.kernel_added(kernel)
         await self.records.save(kernel)
-        kernel.registered()
         # In the background: the first one may start the keeper, not to be waited for here.
         syncing = asyncio.get_running_loop().create_task(self.sync_keeper(flush=False))
         self._keeper_syncs.add(syncing)
