@@ -110,13 +110,13 @@ async def backfill(kernel: ManagedKernel, keeper: KeeperClient) -> None:
     """Deliver what the kernel published while no worker was connected, from the keeper's
     window (ADR 0014), before the live output held since this bridge connected; once the
     first live message proved the subscription connected (wait_ready proves it too)."""
-    await kernel.iopub_live.wait()
+    await kernel.bridge.iopub_live.wait()
     try:
         earlier = await asyncio.wait_for(keeper.fetch(kernel.id), 10)
     except (KeeperUnavailable, TimeoutError) as exc:
         kernel.log.warning("no output from the iopub keeper (%s): the gap is lost", exc)
         earlier = []
-    delivered = await kernel.backfill(earlier)
+    delivered = await kernel.bridge.backfill(earlier)
     kernel.log.info(
         "delivered %d iopub messages the keeper kept (of %d after the last acked)",
         delivered,
@@ -135,7 +135,7 @@ async def _ready_or_live(kernel: ManagedKernel, timeout: float) -> bool:
     proved it there but it did not answer within `BUSY_AFTER`. Raises `TimeoutError` if
     neither within `timeout`, or if the process is gone."""
     ready = asyncio.ensure_future(kernel.wait_ready(timeout))
-    live = asyncio.ensure_future(kernel.iopub_live.wait())
+    live = asyncio.ensure_future(kernel.bridge.iopub_live.wait())
     try:
         await asyncio.wait({ready, live}, return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():
@@ -155,7 +155,7 @@ async def _ready_or_live(kernel: ManagedKernel, timeout: float) -> bool:
 async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float) -> ManagedKernel:
     """The running kernel `record` describes, with its bridge reconnected; raises if gone."""
     kernel = factory.new(record)
-    kernel.readopted = True
+    kernel.bridge.readopted = True
     await restore_manager(kernel.km, record)
     if not await kernel.km.is_alive():
         raise RuntimeError("the kernel process is gone")
@@ -173,7 +173,7 @@ async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float)
     if factory.keeper is not None:
         # As soon as our subscription is live (a busy kernel answers kernel_info only when
         # its cell ends: the gap's output must not wait for that).
-        kernel.hold_iopub_for_backfill()
+        kernel.bridge.hold_iopub_for_backfill()
         filling = asyncio.get_running_loop().create_task(backfill(kernel, factory.keeper))
     try:
         if not await _ready_or_live(kernel, timeout):

@@ -109,7 +109,7 @@ class KernelFactory:
         """Restart the process (`now`: kill instead of asking) and wait until it is ready
         (`timeout`, else the worker's kernel_info_timeout). Client messages that arrive
         meanwhile are held and sent to the new kernel once it is ready."""
-        kernel.hold_client_frames()
+        kernel.bridge.hold_client_frames()
         ready = False
         try:
             await kernel.km.restart_kernel(now=now)
@@ -121,11 +121,11 @@ class KernelFactory:
             await kernel.wait_ready(timeout or self.settings.kernel_info_timeout)
             ready = True
         finally:
-            await kernel.release_client_frames(deliver=ready)
+            await kernel.bridge.release_client_frames(deliver=ready)
         kernel.record.execution_state = kernel.activity.execution_state  # type: ignore[assignment]
         kernel.record.reason = ""
         await record_provisioner(kernel)
-        kernel.dirty = True
+        kernel.record_changed()
 
     async def stop(self, kernel: ManagedKernel) -> None:
         """Ask the kernel to exit; kill it if it does not. A dead kernel is only cleaned up."""

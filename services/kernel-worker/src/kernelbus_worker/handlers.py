@@ -31,7 +31,8 @@ from kernelbus.messages import (
     kernel_command_adapter,
 )
 from kernelbus_worker import metrics
-from kernelbus_worker.kernel import Attached, ManagedKernel
+from kernelbus_worker.connections import Attached
+from kernelbus_worker.kernel import ManagedKernel
 from kernelbus_worker.kernelspecs import Catalog
 from kernelbus_worker.liveness import ApiLiveness
 from kernelbus_worker.supervisor import Supervisor
@@ -76,13 +77,14 @@ class Handlers:
 
     async def kernel_added(self, kernel: ManagedKernel) -> None:
         kid = kernel.id
+        bridge = kernel.bridge
         reassembler = chunking.Reassembler()
 
         async def on_input(msg: Msg) -> None:
             frame = reassembler.feed(msg.headers, msg.data)
             if frame is not None:
                 metrics.relayed(metrics.TO_KERNEL, len(frame))
-                await kernel.from_client(frame, (msg.headers or {}).get(subjects.CONN_HEADER))
+                await bridge.from_client(frame, (msg.headers or {}).get(subjects.CONN_HEADER))
 
         self._kernel_subs[kid] = [
             await self.nc.subscribe(subjects.kernel_input(kid), cb=on_input),
@@ -131,19 +133,20 @@ class Handlers:
         if msg.subject != subjects.kernel_attach(command.kernel_id):
             raise BadRequest("kernel_id does not match the subject")
         kernel = self.supervisor.get(command.kernel_id)
+        table = kernel.connections
         if isinstance(command, DetachConnection):
-            kernel.detach(command.conn_id)
+            table.detach(command.conn_id)
             return KernelReply(kernel=kernel.record)
-        replaced = kernel.same_session(command.session_id)
+        replaced = table.same_session(command.session_id)
         again = next((a for a in replaced if a.conn_id == command.conn_id), None)
-        owed = kernel.attach(command.conn_id, command.session_id, command.api_instance)
-        if again is not None and not kernel.waiting_for(command.conn_id):
+        owed = table.attach(command.conn_id, command.session_id, command.api_instance)
+        if again is not None and not table.waiting_for(command.conn_id):
             # Re-attached after its replica's own reconnect, while this worker stayed on the
             # bus: resend what the replica may have missed meanwhile.
             since = max(again.attached_at, self.liveness.last_seen.get(again.api_instance, 0.0))
-            kernel.resume_for(command.conn_id, since)
+            table.resume_for(command.conn_id, since)
             # At once (no task): nothing may expire the new hold before its catch-up began.
-            await kernel.catch_up(command.conn_id)
+            await kernel.bridge.catch_up(command.conn_id)
         elsewhere = [
             stale
             for stale in replaced
@@ -154,8 +157,8 @@ class Handlers:
         if owed or elsewhere:
             # What is owed is older than what the kernel sends from now on: hold the new
             # output for this connection (a hold that starts empty) until it went out first.
-            kernel.resume_for(command.conn_id, time.monotonic())
-        if kernel.waiting_for(command.conn_id) and kernel.begin_catch_up(command.conn_id):
+            table.resume_for(command.conn_id, time.monotonic())
+        if table.waiting_for(command.conn_id) and table.begin_catch_up(command.conn_id):
             # Claimed now, with no await since the hold began: nothing expires it meanwhile.
             # Published after the reply; the api holds connection traffic until it accepted.
             self._spawn(self._owed_then_live(kernel, command.conn_id, owed, elsewhere))
@@ -179,7 +182,7 @@ class Handlers:
         try:
             await self._owed(kernel, conn_id, owed, elsewhere)
         finally:
-            await kernel.catch_up(conn_id, begun=True)
+            await kernel.bridge.catch_up(conn_id, begun=True)
 
     async def _recover(self, kernel: ManagedKernel, stale: Attached, conn_id: str) -> None:
         """A client came back through another api replica while its old connection looked
@@ -187,7 +190,7 @@ class Handlers:
         if await self.liveness.alive(stale.api_instance):
             return
         since = max(stale.attached_at, self.liveness.last_seen.get(stale.api_instance, 0.0))
-        frames = kernel.sent_to(stale.conn_id, since)
+        frames = kernel.connections.sent_to(stale.conn_id, since)
         kernel.log.info("Recovering %d messages sent to a lost connection", len(frames))
         await self._replay(kernel, conn_id, frames)
 

@@ -55,7 +55,7 @@ class ApiLiveness:
         instances = {
             api
             for kernel in self.supervisor.kernels.values()
-            for api in (a.api_instance for a in kernel.attached.values())
+            for api in (a.api_instance for a in kernel.connections.attached.values())
             if api
         }
         for instance in instances:
@@ -74,8 +74,8 @@ class ApiLiveness:
         re-attaches everything itself) or gone (judged later)."""
         waiting: dict[str, list[str]] = {}
         for kernel in list(self.supervisor.kernels.values()):
-            for attached in list(kernel.attached.values()):
-                if attached.api_instance and kernel.waiting_for(attached.conn_id):
+            for attached in list(kernel.connections.attached.values()):
+                if attached.api_instance and kernel.connections.waiting_for(attached.conn_id):
                     waiting.setdefault(attached.api_instance, []).append(attached.conn_id)
         for instance, conn_ids in waiting.items():
             payload = json.dumps({"reattach": conn_ids}).encode()
@@ -100,8 +100,8 @@ class ApiLiveness:
     def _lost(self, instance: str) -> None:
         seen = self.last_seen.pop(instance, 0.0)
         for kernel in self.supervisor.kernels.values():
-            lost = [a for a in kernel.attached.values() if a.api_instance == instance]
+            lost = [a for a in kernel.connections.attached.values() if a.api_instance == instance]
             if lost:
                 kernel.log.warning("api %s is gone: dropping %d connections", instance, len(lost))
                 since = max(seen, min(a.attached_at for a in lost))
-                kernel.drop_lost([a.conn_id for a in lost], since)
+                kernel.connections.drop_lost([a.conn_id for a in lost], since)

@@ -213,7 +213,7 @@ class WarmStarts:
         env = build_kernel_env({}, {}, [], command.env, command.kernel_id, language)
         cwd = self.factory.working_dir(command, kernel)
         code = claim_code(env, cwd)
-        await kernel.run_silently(code, min(10.0, command.launch_timeout))
+        await kernel.bridge.run_silently(code, min(10.0, command.launch_timeout))
         # A restart relaunches with jupyter_client's saved arguments: make them the claim's.
         kernel.km.update_env(env=env)
         launch_args: Any = kernel.km._launch_args

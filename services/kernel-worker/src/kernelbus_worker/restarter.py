@@ -7,10 +7,11 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from kernelbus.registry import Registry
 from kernelbus_worker.factory import KernelFactory, exit_code
 from kernelbus_worker.kernel import ManagedKernel
+from kernelbus_worker.lifecycle import Lifecycle
 from kernelbus_worker.notices import KernelNotices
+from kernelbus_worker.records import KernelRecords
 from kernelbus_worker.settings import WorkerSettings
 
 
@@ -19,20 +20,20 @@ class Restarter:
         self,
         settings: WorkerSettings,
         factory: KernelFactory,
-        registry: Registry,
+        records: KernelRecords,
         notices: KernelNotices,
     ) -> None:
         self.settings = settings
         self.factory = factory
-        self.registry = registry
+        self.records = records
         self.notices = notices
 
     async def watch(self, kernel: ManagedKernel, managed: Callable[[], bool]) -> None:
         """Poll the process while `managed()`; act on an exit nobody asked for."""
         while managed():
             await asyncio.sleep(self.settings.poll_interval)
-            if kernel.busy_with_lifecycle or kernel.record.execution_state == "dead":
-                continue
+            if kernel.state is not Lifecycle.RUNNING:
+                continue  # a restart or shutdown owns it, or it is dead
             try:
                 alive = await kernel.km.is_alive()
             except Exception:
@@ -62,7 +63,7 @@ class Restarter:
             kernel.consecutive_restarts = 0
 
     async def _on_death(self, kernel: ManagedKernel) -> None:
-        kernel.hold_client_frames()  # not into the dead kernel's sockets
+        kernel.bridge.hold_client_frames()  # not into the dead kernel's sockets
         code = await exit_code(kernel)
         restart = (
             self.settings.autorestart and kernel.consecutive_restarts < self.settings.restart_limit
@@ -71,20 +72,20 @@ class Restarter:
             "kernel died (exit code %s); %s", code, "restarting" if restart else "dead"
         )
         # What the kernel printed before it died reaches clients before `restarting`/`dead`.
-        await kernel.drain_iopub()
+        await kernel.bridge.drain_iopub()
         await self.notices.died(kernel, code, restart)
         if restart:
             await self._auto_restart(kernel)
         else:
-            await kernel.release_client_frames(deliver=False)
+            await kernel.bridge.release_client_frames(deliver=False)
             await self.declare_dead(kernel, f"Kernel died (exit code {code})")
 
     async def _auto_restart(self, kernel: ManagedKernel) -> None:
-        kernel.busy_with_lifecycle = True
+        kernel.restart_began()
         kernel.record.execution_state = "restarting"
         kernel.record.restarts += 1
         kernel.consecutive_restarts += 1
-        await kernel.publish_status("restarting")
+        await kernel.bridge.publish_status("restarting")
         await self.write_record(kernel)
         try:
             await self.factory.restart(kernel, now=True)
@@ -94,7 +95,7 @@ class Restarter:
             await self.declare_dead(kernel, f"Kernel restart failed: {exc}")
             return
         finally:
-            kernel.busy_with_lifecycle = False
+            kernel.restart_ended()
         kernel.up_since = time.monotonic()
         await self.write_record(kernel)
         await self.notices.action("restart", kernel)
@@ -102,8 +103,7 @@ class Restarter:
     async def persist(self, kernel: ManagedKernel) -> None:
         """Write a restarted kernel's record at once: its new pid is what a successor needs
         to re-adopt it, and a crash may come before the next activity flush."""
-        kernel.dirty = False
-        await self.registry.put_kernel(kernel.record)
+        await self.records.save(kernel)
 
     async def write_record(self, kernel: ManagedKernel) -> None:
         """`persist`, for the watch: a write that fails (a JetStream timeout on a loaded
@@ -112,7 +112,6 @@ class Restarter:
         try:
             await self.persist(kernel)
         except Exception as exc:
-            kernel.dirty = True
             kernel.log.warning(
                 "could not write the kernel's record (%s: %s); the next flush writes it",
                 type(exc).__name__,
@@ -121,8 +120,7 @@ class Restarter:
 
     async def declare_dead(self, kernel: ManagedKernel, reason: str) -> None:
         """Record `dead` with a reason (REST shows it; the culler removes it) and tell clients."""
-        kernel.record.execution_state = "dead"
-        kernel.record.reason = reason
-        await kernel.publish_status("dead")
+        kernel.declared_dead(reason)
+        await kernel.bridge.publish_status("dead")
         kernel.close_bridge()
         await self.write_record(kernel)

@@ -24,9 +24,11 @@ from kernelbus_worker.adoption import reattach, unadoptable
 from kernelbus_worker.factory import KernelFactory, record_provisioner
 from kernelbus_worker.kernel import ManagedKernel
 from kernelbus_worker.kernelspecs import Catalog
+from kernelbus_worker.lifecycle import LifecycleError
 from kernelbus_worker.notices import KernelNotices
 from kernelbus_worker.outbox import Outbox
 from kernelbus_worker.pool import WarmStarts
+from kernelbus_worker.records import KernelRecords
 from kernelbus_worker.restarter import Restarter
 from kernelbus_worker.settings import WorkerSettings
 
@@ -79,7 +81,8 @@ class Supervisor:
         self._keeper_connection = 0
         self.factory = KernelFactory(settings, catalog, outbox)
         self.notices = KernelNotices(publisher, settings.id)
-        self.restarter = Restarter(settings, self.factory, registry, self.notices)
+        self.records = KernelRecords(registry)
+        self.restarter = Restarter(settings, self.factory, self.records, self.notices)
         self.pool = WarmStarts(
             self.factory,
             settings.pool_sizes,
@@ -157,9 +160,9 @@ class Supervisor:
         """Make a ready kernel reachable: registry entry, bus subscriptions, death watch."""
         await record_provisioner(kernel)
         self.kernels[kernel.id] = kernel
+        kernel.registered()  # from here on a shutdown may come for it
         await self.observer.kernel_added(kernel)
-        await self.registry.put_kernel(kernel.record)
-        kernel.dirty = False
+        await self.records.save(kernel)
         # In the background: the first one may start the keeper, not to be waited for here.
         syncing = asyncio.get_running_loop().create_task(self.sync_keeper(flush=False))
         self._keeper_syncs.add(syncing)
@@ -177,7 +180,7 @@ class Supervisor:
         if keeper is None:
             return
         kernels = [k for k in self.kernels.values() if _watchable(k)]
-        acked = {k.id: k.last_published for k in kernels}
+        acked = {k.id: k.bridge.last_published for k in kernels}
         if flush:
             try:
                 await bus.flush(self.factory.outbox.nc, timeout=2)
@@ -304,26 +307,30 @@ class Supervisor:
 
     async def restart(self, kernel_id: str, timeout: float | None = None) -> KernelRecord:
         kernel = self.get(kernel_id)
-        kernel.busy_with_lifecycle = True
+        try:
+            kernel.restart_began()
+        except LifecycleError as exc:
+            kernel.log.warning("restart refused: %s", exc)
+            raise RestartFailed("Exception restarting kernel") from exc
         try:
             await self.factory.restart(kernel, now=False, timeout=timeout)
         except Exception as exc:  # reported by the api as a kernel_actions error
             kernel.log.warning("restart failed: %s: %s", type(exc).__name__, exc)
             raise RestartFailed("Exception restarting kernel") from exc
         finally:
-            kernel.busy_with_lifecycle = False
+            kernel.restart_ended()
         await self.restarter.persist(kernel)
         await self.notices.action("restart", kernel)
         return kernel.record
 
     async def shutdown(self, kernel_id: str, reason: str = "") -> KernelRecord:
         kernel = self.get(kernel_id)
-        kernel.busy_with_lifecycle = True
+        kernel.shutdown_began()
         watcher = self._watchers.pop(kernel_id, None)
         if watcher is not None:
             watcher.cancel()
         await self.factory.stop(kernel)
-        await kernel.publish_status("dead")
+        await kernel.bridge.publish_status("dead")
         kernel.close_bridge()
         self.kernels.pop(kernel_id, None)
         await self._keeper_forget(kernel_id)
@@ -346,37 +353,26 @@ class Supervisor:
     # --- NATS outages ----------------------------------------------------------------------
 
     def bus_lost(self, last_seen: dict[str, float]) -> None:
-        """Every kernel holds its output for its open connections (`ManagedKernel.bus_lost`);
+        """Every kernel holds its output for its open connections (`ConnectionTable.bus_lost`);
         `last_seen` is when each api replica last answered a ping."""
         for kernel in self.kernels.values():
-            since = {
-                a.conn_id: max(a.attached_at, last_seen.get(a.api_instance, 0.0))
-                for a in kernel.attached.values()
-            }
-            kernel.bus_lost(since)
+            kernel.connections.bus_lost(last_seen)
 
     def bus_back(self) -> None:
         for kernel in self.kernels.values():
-            kernel.bus_back()
+            kernel.connections.bus_back()
 
     def expire_holds(self) -> None:
         for kernel in self.kernels.values():
-            kernel.expire_hold()
+            kernel.connections.expire_hold()
 
     # --- activity -------------------------------------------------------------------------
 
     async def flush_activity(self) -> None:
         """Write records whose activity changed (throttled by the caller's interval)."""
         for kernel in list(self.kernels.values()):
-            if not kernel.dirty or kernel.busy_with_lifecycle:
-                continue
-            kernel.dirty = False
-            try:
-                await self.registry.put_kernel(kernel.record)
-            except Exception:
-                kernel.dirty = True  # e.g. NATS down: written on a later pass, not forgotten
-                raise
-            await self.notices.activity(kernel)
+            if await self.records.save_changed(kernel):
+                await self.notices.activity(kernel)
 
 
 def _watchable(kernel: ManagedKernel) -> bool:
