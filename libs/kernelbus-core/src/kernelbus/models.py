@@ -12,6 +12,27 @@ from kernelbus.timefmt import jupyter_timestamp, utcnow
 ExecutionState = Literal["starting", "idle", "busy", "restarting", "dead"]
 
 
+def jupyter_kernel_model(
+    kernel_id: str,
+    name: str,
+    last_activity: datetime,
+    execution_state: str,
+    connections: int = 0,
+    reason: str = "",
+) -> dict[str, Any]:
+    """The kernel model exactly as jupyter_server's `kernel_model` shapes it (REST answers)."""
+    model: dict[str, Any] = {
+        "id": kernel_id,
+        "name": name,
+        "last_activity": jupyter_timestamp(last_activity),
+        "execution_state": execution_state,
+        "connections": int(connections),
+    }
+    if reason:
+        model["reason"] = reason
+    return model
+
+
 class KernelspecInfo(BaseModel):
     """One kernelspec a worker can run: kernel.json contents plus its resource file names."""
 
@@ -69,14 +90,6 @@ class KernelRecord(BaseModel):
     working_dir: str | None = None
 
     def jupyter_model(self, connections: int = 0) -> dict[str, Any]:
-        """The kernel model exactly as jupyter_server's `kernel_model` shapes it."""
-        model: dict[str, Any] = {
-            "id": self.id,
-            "name": self.name,
-            "last_activity": jupyter_timestamp(self.last_activity),
-            "execution_state": self.execution_state,
-            "connections": int(connections),
-        }
-        if self.reason:
-            model["reason"] = self.reason
-        return model
+        return jupyter_kernel_model(
+            self.id, self.name, self.last_activity, self.execution_state, connections, self.reason
+        )

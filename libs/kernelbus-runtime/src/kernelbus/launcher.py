@@ -33,6 +33,7 @@ from kernelbus.processes import entry_point, kill_orphaned_kernels
 from kernelbus.quickexit import skip_final_collection
 from kernelbus.restarts import RestartReporter
 from kernelbus.settings import BusSettings
+from kernelbus.startup import stop_on_signals
 from kernelbus.supervision import Child, CrashLoop, RestartPolicy, Supervisor
 
 SERVICES = ("kernelbus-worker", "kernelbus-events", "kernelbus-culler", "kernelbus-api")
@@ -169,7 +170,7 @@ def run() -> int:
 
 
 async def _run(deployment: Deployment) -> int:
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     creds, secured = natsauth.server_config(deployment.data_dir / "nats")  # no anonymous bus
     nodes = deployment.nats_children(secured)
     services: dict[str, ServiceChild] = {}
@@ -277,14 +278,6 @@ def _ready(url: str) -> bool:
             return int(response.status) == 200
     except OSError:
         return False
-
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 def _ignore_signals() -> None:

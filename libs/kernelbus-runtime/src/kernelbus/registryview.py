@@ -33,8 +33,7 @@ from pydantic import ValidationError
 
 from kernelbus import subjects
 from kernelbus.bus_kv import kv_stream
-from kernelbus.models import ExecutionState, KernelRecord
-from kernelbus.timefmt import jupyter_timestamp
+from kernelbus.models import ExecutionState, KernelRecord, jupyter_kernel_model
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +84,9 @@ class KernelSummary:
         return self.json_head + str(int(connections)).encode() + self.json_tail
 
     def jupyter_model(self, connections: int = 0) -> dict[str, Any]:
-        """Same shape as `KernelRecord.jupyter_model`."""
-        model: dict[str, Any] = {
-            "id": self.id,
-            "name": self.name,
-            "last_activity": jupyter_timestamp(self.last_activity),
-            "execution_state": self.execution_state,
-            "connections": int(connections),
-        }
-        if self.reason:
-            model["reason"] = self.reason
-        return model
+        return jupyter_kernel_model(
+            self.id, self.name, self.last_activity, self.execution_state, connections, self.reason
+        )
 
 
 def _json(value: Any) -> bytes:

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
 from kernelbus.logs import setup_logging
 from kernelbus.quickexit import skip_final_collection
 from kernelbus.settings import load_settings
-from kernelbus.startup import run_service
+from kernelbus.startup import run_service, stop_on_signals
 from kernelbus.telemetry import setup_tracing
 from kernelbus_culler.service import run
 from kernelbus_culler.settings import CullerSettings
 
 
 async def _main(settings: CullerSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run(settings, stop)
+    await run(settings, stop_on_signals())
 
 
 def main() -> None:

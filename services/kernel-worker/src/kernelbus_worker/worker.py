@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from datetime import datetime
 from kernelbus import bus, events, subjects
 from kernelbus.eventpublisher import EventPublisher
 from kernelbus.registry import Registry
-from kernelbus.startup import open_bus, open_registry, starting
+from kernelbus.startup import open_bus, open_registry, starting, stop_on_signals
 from kernelbus.timefmt import utcnow
 from kernelbus_worker import httpserver
 from kernelbus_worker.handlers import Handlers
@@ -39,7 +38,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     half-way releases what was acquired so far, in reverse order, exactly as a stop does,
     and raises `StartFailed` saying why.
     """
-    stop = stop or _stop_on_signals()
+    stop = stop or stop_on_signals()
     async with contextlib.AsyncExitStack() as stack:
         async with starting("kernel-worker"):
             await _start(settings, stack)
@@ -235,11 +234,3 @@ async def _every(
             await action()
         except Exception:
             log.exception("periodic task failed")
-
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
