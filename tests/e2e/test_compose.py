@@ -34,7 +34,9 @@ import websockets
 
 from kernelbus.natsserver import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]
+# Steps of one scenario over one stack (built once: minutes): a late step stops it, and the
+# cluster variant runs after that. Kept in file order when the suite is shuffled.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600), pytest.mark.scenario]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "compose-env.sh"

@@ -33,12 +33,38 @@ _session_pids: set[int] = set()
 _module_leaks: list[str] = []
 
 
+SCENARIO = "scenario"
+"""Marker of a module whose tests are the steps of one scenario over one expensive fixture (a
+compose stack that a late step stops): under a shuffled run (pytest-randomly) the module still
+comes at a random place, but its tests keep their order in the file."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put the tests of each `scenario` module back in file order (after pytest-randomly's
+    shuffle, which keeps every module's tests together)."""
+    slots: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        if item.get_closest_marker(SCENARIO) is not None:
+            slots.setdefault(str(item.path), []).append(index)
+    for indices in slots.values():
+        steps = sorted((items[i] for i in indices), key=_position_in_file)
+        for index, item in zip(indices, steps, strict=True):
+            items[index] = item
+
+
+def _position_in_file(item: pytest.Item) -> tuple[int, str]:
+    return (item.reportinfo()[1] or 0, item.nodeid)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Point every Jupyter directory at a temporary tree before anything starts a kernel.
 
     Set at configure time (not in a fixture) so child processes inherit it too.
     """
     global _session_root
+    config.addinivalue_line(
+        "markers", f"{SCENARIO}: steps of one scenario, kept in file order when shuffled"
+    )
     reaper.become_subreaper()
     _session_root = Path(tempfile.mkdtemp(prefix="kernelbus-tests-"))
     for name in _ISOLATED:
