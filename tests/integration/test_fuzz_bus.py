@@ -32,7 +32,8 @@ from kernelbus.messages import AttachConnection, kernel_command_adapter
 from kernelbus.processes import wait_for
 from kernelbus.testing.plugin import ApiProcess, Services, _http_ok
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The fuzzers, then `test_nothing_changed`: steps of one scenario, kept in file order when shuffled.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
 
 T = TypeVar("T")
 WORKER = "fuzz-worker"

@@ -23,7 +23,8 @@ from kernelbus.testing.plugin import ApiProcess, Services
 from kernelbus_api.app import create_app
 from kernelbus_api.settings import ApiSettings
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The fuzzers, then `test_nothing_changed`: steps of one scenario, kept in file order when shuffled.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
 
 SPEC: dict[str, Any] = create_app(ApiSettings()).openapi()
 OPERATIONS = [

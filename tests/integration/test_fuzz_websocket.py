@@ -23,7 +23,8 @@ from kernelbus import natsserver
 from kernelbus.framing import V1_PROTOCOL, pack_v1
 from kernelbus.testing.plugin import ApiProcess, Services
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The fuzzers, then `test_nothing_changed`: steps of one scenario, kept in file order when shuffled.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
 
 MAX_FRAME = 65536
 FUZZ = settings(

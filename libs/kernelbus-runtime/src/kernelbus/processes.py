@@ -213,6 +213,17 @@ def pid_running(pid: int) -> bool:
         return True
 
 
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait until none of `pids` runs (gone or a zombie: a SIGKILL takes effect asynchronously,
+    and a process we are not the parent of cannot be waited for); those still running."""
+    deadline = time.monotonic() + timeout
+    running = [pid for pid in pids if pid_running(pid)]
+    while running and time.monotonic() < deadline:
+        time.sleep(0.02)
+        running = [pid for pid in running if pid_running(pid)]
+    return running
+
+
 def pid_stopped(pid: int) -> bool:
     """Whether `pid` is stopped (SIGSTOP takes effect asynchronously: tests that freeze a
     process wait for this)."""

@@ -17,7 +17,7 @@ from kernelbus.errors import CapacityExceeded, NoSuchKernel, RestartFailed
 from kernelbus.eventpublisher import EventPublisher
 from kernelbus.messages import StartKernel
 from kernelbus.models import KernelRecord
-from kernelbus.processes import orphaned_kernels
+from kernelbus.processes import orphaned_kernels, wait_gone
 from kernelbus.registry import Registry
 from kernelbus_worker import metrics
 from kernelbus_worker.adoption import reattach, unadoptable
@@ -35,6 +35,8 @@ from kernelbus_worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 SIM_PROVISIONER = "kernelbus-sim-provisioner"
+REAP_WAIT = 5.0
+"""Seconds a successor waits for the leftovers it SIGKILLed to be gone."""
 ADOPT_AT_ONCE = 32
 """Kernels a successor re-adopts concurrently (each opens its ZMQ sockets and probes)."""
 
@@ -284,9 +286,8 @@ class Supervisor:
         if not leftovers:
             return
         records = {r.id: r for r in await self.registry.list_kernels()}
-        for kernel_id, pid in unadoptable(
-            leftovers, records, self.settings.id, self.kernels
-        ).items():
+        reaped = unadoptable(leftovers, records, self.settings.id, self.kernels)
+        for kernel_id, pid in reaped.items():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             (directory / f"kernel-{kernel_id}.json").unlink(missing_ok=True)
@@ -296,6 +297,9 @@ class Supervisor:
                 pid,
                 extra={"worker_id": self.settings.id},
             )
+        # Gone before this worker says it is ready (SIGKILL takes effect asynchronously).
+        if left := await asyncio.to_thread(wait_gone, list(reaped.values()), REAP_WAIT):
+            log.warning("kernels still running %s s after SIGKILL: %s", REAP_WAIT, left)
 
     # --- commands -------------------------------------------------------------------------
 
