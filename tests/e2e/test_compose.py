@@ -623,4 +623,16 @@ async def test_losing_a_nats_node_under_a_live_client_loses_nothing(cluster: Sta
         assert answered.status_code == 200 and answered.json()["execution_state"] != "dead"
         assert (await client.execute("print(x)")).strip() == "41"
     assert (await run(cluster, kernel_id, "print(x + 1)")).strip() == "42"
-    assert rest(cluster, "DELETE", f"/api/kernels/{kernel_id}").status_code == 204
+    # A registry write needs the stream's new leader: nats-server elects it 4-9 s after the
+    # node's loss (compiled in; issue 14), and meanwhile the api answers 503 + Retry-After.
+    # The client retries as told; shown, not asserted on speed.
+    statuses = []
+    deadline = time.monotonic() + 60
+    while not statuses or statuses[-1] == 503:
+        assert time.monotonic() < deadline, f"DELETE answered {statuses}"
+        response = rest(cluster, "DELETE", f"/api/kernels/{kernel_id}")
+        statuses.append(response.status_code)
+        if response.status_code == 503:
+            await asyncio.sleep(float(response.headers["Retry-After"]))
+    print(f"DELETE answered {statuses}")
+    assert statuses[-1] == 204, statuses
