@@ -12,6 +12,7 @@ the cluster), api (node 1 only), a real ipykernel kernel and a real websocket cl
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
@@ -95,6 +96,57 @@ async def test_output_resumes_when_only_the_workers_node_dies(tmp_path: Path) ->
                 statuses.append((await http.delete(f"/api/kernels/{kernel_id}")).status_code)
                 await asyncio.sleep(0.2 if statuses[-1] != 204 else 0)
             print(f"DELETE answered {statuses}")
+    finally:
+        services.stop_all()
+        cluster.stop()
+
+
+async def test_input_sent_into_the_dying_node_is_sent_again(tmp_path: Path) -> None:
+    """An execute published while the worker's node can no longer deliver it (the node is
+    stopped, then killed: the api's node had already forwarded it into the route) is lost
+    without NATS's "no responders". On the worker's re-attach request the api names the input
+    it still keeps; the worker answers which never arrived, and the api sends that again
+    (ADR 0024). Before, the execute was never answered."""
+    cluster = start_cluster(tmp_path / "cluster", 3)
+    services = Services(tmp_path, cluster.urls)
+    try:
+        await _jetstream_ready(cluster)
+        worker = services.worker(nats_url=cluster.nodes[0].url)
+        api = services.api(nats_url=cluster.nodes[1].url)
+        async with httpx.AsyncClient(base_url=api.url, headers=api.headers, timeout=60) as http:
+            started = await http.post("/api/kernels", json={"name": "python3"})
+            assert started.status_code == 201, started.text
+            kernel_id = started.json()["id"]
+            socket = await open_socket(api, kernel_id)
+            try:
+                await socket.run("x = 41")
+                node = cluster.nodes[0].process
+                node.send_signal(signal.SIGSTOP)
+                msg_id = await socket.send(execute("print(x + 1)"))
+                # Not an ordering between our processes: time for the api's node to write
+                # the message into its route to the stopped node, where the kill loses it.
+                await asyncio.sleep(1.0)
+                node.kill()
+                node.wait()
+                seen = await socket.until_finished(msg_id, timeout=90)
+                printed = [
+                    m["content"]["text"] for m in seen if m["header"]["msg_type"] == "stream"
+                ]
+                assert printed == ["42\n"]
+                assert "never reached the worker: sent again" in api.service.log()
+                assert "never arrived: the api sends them again" in worker.log()
+                again = await socket.run("print(x + 2)")
+                assert [
+                    m["content"]["text"] for m in again if m["header"]["msg_type"] == "stream"
+                ] == ["43\n"]
+            finally:
+                await socket.close()
+            statuses = []
+            deadline = time.monotonic() + 60
+            while not statuses or statuses[-1] != 204:
+                assert time.monotonic() < deadline, f"DELETE answered {statuses}"
+                statuses.append((await http.delete(f"/api/kernels/{kernel_id}")).status_code)
+                await asyncio.sleep(0.2 if statuses[-1] != 204 else 0)
     finally:
         services.stop_all()
         cluster.stop()

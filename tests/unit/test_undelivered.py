@@ -3,6 +3,7 @@ worker (`kernelbus_api.channels.undelivered`)."""
 
 from __future__ import annotations
 
+from kernelbus import subjects
 from kernelbus_api.channels import undelivered
 from kernelbus_api.channels.undelivered import SentInputs
 
@@ -48,3 +49,30 @@ def test_only_a_no_responders_status_counts() -> None:
     assert undelivered.no_responders({"Status": "503"})
     assert not undelivered.no_responders({"Status": "408"})
     assert not undelivered.no_responders(None)
+
+
+def test_a_re_attach_names_what_is_kept_and_how_many_were_given() -> None:
+    sent = SentInputs(keep=3)
+    for _ in range(5):
+        seq = sent.next_seq()
+        sent.sent(seq, "shell", [b"x"])
+    assert sent.undelivered(4) is not None  # NATS returned it: held, no longer kept
+    held_back = sent.next_seq()  # given while input is held: not published, not kept
+    assert sent.given == held_back == 6
+    assert sent.kept() == [3, 5]
+
+
+def test_reply_subjects_are_refused_when_malformed() -> None:
+    for subject in (
+        None,
+        "",
+        "kb.api.api-1.undelivered.c0ffee.-1",
+        "kb.api.api-1.undelivered.c0ffee.١٢",  # Unicode digits: not a sequence number
+        "kb.api.api-1.undelivered.c0ffee." + "9" * 19,
+        "kb.api.api-1.other.c0ffee.1",
+        "xx.api.api-1.undelivered.c0ffee.1",
+        "kb.api.api 1.undelivered.c0ffee.1",
+    ):
+        assert subjects.parse_input_reply(subject) is None, subject
+    parsed = subjects.parse_input_reply("kb.api.api-1.undelivered.c0ffee.12")
+    assert parsed == subjects.InputReply("api-1", "c0ffee", 12)

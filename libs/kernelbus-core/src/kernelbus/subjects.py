@@ -58,9 +58,38 @@ def api_ping(api_instance: str) -> str:
 
 
 def undelivered_input(api_instance: str) -> str:
-    """Prefix of the reply subjects an api replica gives client messages (`<this>.<conn_id>.<seq>`):
+    """Prefix of the reply subjects an api replica gives client messages (`input_reply`):
     NATS sends its "no responders" status there when no worker received one."""
     return f"{PREFIX}.api.{_token(api_instance)}.undelivered"
+
+
+def input_reply(api_instance: str, conn_id: str, seq: int) -> str:
+    """The reply subject of a client message: its connection and its sequence number on that
+    connection (1, 2, ...). Nobody answers it; NATS's "no responders" goes there, and the
+    worker reads the number to know which messages of the connection it received."""
+    return f"{undelivered_input(api_instance)}.{_token(conn_id)}.{seq:d}"
+
+
+@dataclass(frozen=True)
+class InputReply:
+    """The parts of an `input_reply` subject."""
+
+    api_instance: str
+    conn_id: str
+    seq: int
+
+
+def parse_input_reply(subject: str | None) -> InputReply | None:
+    """The parts of an `input_reply` subject; None for anything else."""
+    parts = (subject or "").split(".")
+    if len(parts) != 6 or parts[0] != PREFIX or parts[1] != "api" or parts[3] != "undelivered":
+        return None
+    _, _, api_instance, _, conn_id, seq = parts
+    if not (_TOKEN.match(api_instance) and _TOKEN.match(conn_id)):
+        return None
+    if not (seq.isascii() and seq.isdigit() and len(seq) <= 18):
+        return None
+    return InputReply(api_instance, conn_id, int(seq))
 
 
 def kernel_input(kernel_id: str) -> str:

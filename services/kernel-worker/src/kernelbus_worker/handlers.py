@@ -78,13 +78,21 @@ class Handlers:
     async def kernel_added(self, kernel: ManagedKernel) -> None:
         kid = kernel.id
         bridge = kernel.bridge
+        inputs = kernel.inputs
         reassembler = chunking.Reassembler()
 
         async def on_input(msg: Msg) -> None:
             frame = reassembler.feed(msg.headers, msg.data)
-            if frame is not None:
-                metrics.relayed(metrics.TO_KERNEL, len(frame))
-                await bridge.from_client(frame, (msg.headers or {}).get(subjects.CONN_HEADER))
+            if frame is None:
+                return
+            sent = subjects.parse_input_reply(msg.reply)
+            if sent is not None and not inputs.receive(sent.conn_id, sent.seq):
+                kernel.log.info(
+                    "dropped client message %d of %s: it arrived before", sent.seq, sent.conn_id
+                )
+                return
+            metrics.relayed(metrics.TO_KERNEL, len(frame))
+            await bridge.from_client(frame, (msg.headers or {}).get(subjects.CONN_HEADER))
 
         self._kernel_subs[kid] = [
             await self.nc.subscribe(subjects.kernel_input(kid), cb=on_input),
@@ -136,7 +144,17 @@ class Handlers:
         table = kernel.connections
         if isinstance(command, DetachConnection):
             table.detach(command.conn_id)
+            kernel.inputs.forget(command.conn_id)
             return KernelReply(kernel=kernel.record)
+        missing = kernel.inputs.attached(
+            command.conn_id, command.inputs_sent, command.inputs_kept
+        )
+        if missing:
+            kernel.log.warning(
+                "%d client messages of %s never arrived: the api sends them again",
+                len(missing),
+                command.conn_id,
+            )
         replaced = table.same_session(command.session_id)
         again = next((a for a in replaced if a.conn_id == command.conn_id), None)
         owed = table.attach(command.conn_id, command.session_id, command.api_instance)
@@ -164,7 +182,7 @@ class Handlers:
             self._spawn(self._owed_then_live(kernel, command.conn_id, owed, elsewhere))
         elif owed or elsewhere:  # a catch-up of this connection runs: it goes live after it
             self._spawn(self._owed(kernel, command.conn_id, owed, elsewhere))
-        return AttachReply(kernel=kernel.record, replayed=len(owed))
+        return AttachReply(kernel=kernel.record, replayed=len(owed), inputs_missing=missing)
 
     async def _owed(
         self, kernel: ManagedKernel, conn_id: str, owed: list[bytes], elsewhere: list[Attached]

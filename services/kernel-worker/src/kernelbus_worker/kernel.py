@@ -19,6 +19,7 @@ from kernelbus.timefmt import utcnow
 from kernelbus_worker.activity import Activity
 from kernelbus_worker.bridge import KernelBridge, KernelExited
 from kernelbus_worker.connections import ConnectionTable, Limits
+from kernelbus_worker.inputs import ReceivedInputs
 from kernelbus_worker.lifecycle import Lifecycle, check_transition
 from kernelbus_worker.outbox import Outbox
 from kernelbus_worker.settings import WorkerSettings
@@ -59,6 +60,8 @@ class ManagedKernel:
         self.bridge = KernelBridge(
             context, outbox, self.connections, self.activity, self._observed, record.id, self.log
         )
+        self.inputs = ReceivedInputs()
+        """Which client messages of each connection arrived (`inputs.py`, ADR 0024)."""
         self.spec_env: dict[str, str] = {}
         self._state = Lifecycle.STARTING
         self._unsaved = True

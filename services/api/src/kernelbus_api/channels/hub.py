@@ -99,6 +99,9 @@ class Hub:
 
     async def _reattach(self, conn: Connection) -> None:
         self._reattaching.add(conn.conn_id)
+        if conn.held_input is None:
+            # New input waits: what the worker says it never received goes out before it.
+            conn.held_input = []
         try:
             await self._reattach_once(conn)
         finally:
@@ -110,7 +113,7 @@ class Hub:
             if not self.state.connectivity.connected:
                 return  # down again: the next reconnect re-attaches
             try:
-                await self._attach(conn)
+                reply = await self._attach(conn)
             except NoSuchKernel:
                 conn.log.warning("kernel gone after the bus outage; closing")
                 conn.close_soon(1011, "kernel is gone")
@@ -123,10 +126,20 @@ class Hub:
                 await asyncio.sleep(0.25)
                 continue
             conn.log.info("websocket re-attached after the bus outage")
+            self._hold_missing(conn, reply.inputs_missing)
             await self._release_input(conn)
             if conn.held_input is None:
                 return
             # NATS returned a message released just now: its worker went away again.
+
+    def _hold_missing(self, conn: Connection, missing: list[int]) -> None:
+        """Hold again what the worker says never arrived (ADR 0024): it goes out in order."""
+        taken = [(seq, conn.sent.undelivered(seq)) for seq in missing]
+        again = [(seq, *message) for seq, message in taken if message is not None]
+        if again:
+            conn.log.warning("%d client messages never reached the worker: sent again", len(again))
+        for item in again:
+            self._hold(conn, item)
 
     async def _release_input(self, conn: Connection) -> None:
         held, conn.held_input = conn.held_input or [], None
@@ -257,6 +270,8 @@ class Hub:
             conn_id=conn.conn_id,
             session_id=conn.session_id,
             api_instance=self.state.settings.api_instance,
+            inputs_sent=conn.sent.given,
+            inputs_kept=conn.sent.kept(),
         )
         subject = subjects.kernel_attach(conn.kernel_id)
         timeout = self.state.settings.request_timeout

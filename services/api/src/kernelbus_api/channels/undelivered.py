@@ -1,4 +1,4 @@
-"""Client messages that reached no worker, sent again once one is there.
+"""Client messages that reached no worker, sent again once one is there (ADR 0021, 0023).
 
 Each client message is published to `kb.kernel.<id>.in` with a reply subject naming its
 connection and a sequence number. Nobody answers it: but when no subscriber exists (the kernel's
@@ -6,6 +6,11 @@ worker is restarting, or reconnecting to another node of a cluster), NATS sends 
 "no responders" status (503) to that reply subject at once. The api then holds the message and
 re-attaches the connection; once the worker answers, the held messages go out again, in their
 original order. In the normal case this costs a reply subject per message and nothing else.
+
+A message can also be lost without that status (published in the instant a cluster node dies,
+into a route the server had not yet dropped). A re-attach therefore names the messages still
+kept here (`SentInputs.kept`); the worker answers with those it never received, and they are
+sent again too (ADR 0024).
 """
 
 from __future__ import annotations
@@ -40,6 +45,15 @@ class SentInputs:
         self._next += 1
         return self._next
 
+    @property
+    def given(self) -> int:
+        """The highest sequence number given so far (0: none)."""
+        return self._next
+
+    def kept(self) -> list[int]:
+        """Sequence numbers of the messages kept (published, not taken back), oldest first."""
+        return list(self._sent)
+
     def sent(self, seq: int, channel: str, parts: list[bytes]) -> None:
         self._sent[seq] = (channel, parts)
         self._bytes += sum(len(p) for p in parts)
@@ -66,18 +80,16 @@ def hold(held: list[Held], item: Held) -> None:
 
 
 def reply_subject(api_instance: str, conn_id: str, seq: int) -> str:
-    return f"{subjects.undelivered_input(api_instance)}.{conn_id}.{seq}"
+    return subjects.input_reply(api_instance, conn_id, seq)
 
 
 def parse_reply_subject(api_instance: str, subject: str) -> tuple[str, int] | None:
-    """(conn_id, seq) of a reply subject made by `reply_subject`; None if it is not one."""
-    prefix = subjects.undelivered_input(api_instance) + "."
-    if not subject.startswith(prefix):
+    """(conn_id, seq) of a reply subject made by `reply_subject` for this replica; None if it
+    is not one."""
+    parsed = subjects.parse_input_reply(subject)
+    if parsed is None or parsed.api_instance != api_instance:
         return None
-    conn_id, _, seq = subject[len(prefix) :].partition(".")
-    if not conn_id or not seq.isdigit():
-        return None
-    return conn_id, int(seq)
+    return parsed.conn_id, parsed.seq
 
 
 def no_responders(headers: dict[str, str] | None) -> bool:
