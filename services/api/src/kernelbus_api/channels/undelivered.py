@@ -25,8 +25,9 @@ Held = tuple[int, str, list[bytes]]
 """(sequence number, channel, message parts) of a client message not (yet) delivered."""
 
 KEEP = 64
-"""Client messages per connection kept until NATS could have said nobody received them (it
-says so within one round trip to the server)."""
+"""Client messages per connection kept for a resend: NATS says within one round trip to the
+server when nobody received one (ADR 0021); a worker names those lost on the way when the
+connection re-attaches (ADR 0024)."""
 KEEP_BYTES = 32 * 1024 * 1024
 
 
