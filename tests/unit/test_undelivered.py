@@ -38,7 +38,7 @@ def test_held_messages_stay_in_sequence_order() -> None:
 
 
 def test_reply_subjects_round_trip_and_strangers_are_refused() -> None:
-    subject = undelivered.reply_subject("api-1", "c0ffee", 7)
+    subject = subjects.input_reply("api-1", "c0ffee", 7)
     assert undelivered.parse_reply_subject("api-1", subject) == ("c0ffee", 7)
     assert undelivered.parse_reply_subject("api-2", subject) is None
     assert undelivered.parse_reply_subject("api-1", subject + "x") is None

@@ -89,6 +89,8 @@ class GetResource(_Command):
 ConnId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=128)]
 MAX_INPUTS_KEPT = 256
 """At most this many sequence numbers in an attach's `inputs_kept` (the api keeps fewer)."""
+InputSeqs = Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=MAX_INPUTS_KEPT)]
+"""Sequence numbers of client messages on one connection (`subjects.input_reply`)."""
 
 
 class AttachConnection(_Command):
@@ -103,7 +105,7 @@ class AttachConnection(_Command):
     inputs_sent: int = Field(default=0, ge=0)
     """The highest sequence number this connection's client messages were given so far (0:
     none). A worker that does not know the connection knows nothing of those."""
-    inputs_kept: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=MAX_INPUTS_KEPT)] = []
+    inputs_kept: InputSeqs = []
     """Sequence numbers of the connection's last client messages, published and kept by the
     api for a resend (ADR 0024): the reply names those this worker never received."""
 
@@ -141,7 +143,7 @@ class AttachReply(KernelReply):
     """Attached: `replayed` buffered messages follow on the connection's subject."""
 
     replayed: int = Field(default=0, ge=0)
-    inputs_missing: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=MAX_INPUTS_KEPT)] = []
+    inputs_missing: InputSeqs = []
     """Of the request's `inputs_kept`, those this worker never received since it knew the
     connection (lost on the way, e.g. into a dead cluster route): the api sends them again."""
 

@@ -146,9 +146,7 @@ class Handlers:
             table.detach(command.conn_id)
             kernel.inputs.forget(command.conn_id)
             return KernelReply(kernel=kernel.record)
-        missing = kernel.inputs.attached(
-            command.conn_id, command.inputs_sent, command.inputs_kept
-        )
+        missing = kernel.inputs.attached(command.conn_id, command.inputs_sent, command.inputs_kept)
         if missing:
             kernel.log.warning(
                 "%d client messages of %s never arrived: the api sends them again",

@@ -199,7 +199,7 @@ class Hub:
             return
         conn.sent.sent(seq, channel, parts)
         subject = subjects.kernel_input(conn.kernel_id)
-        reply = undelivered.reply_subject(self.state.settings.api_instance, conn.conn_id, seq)
+        reply = subjects.input_reply(self.state.settings.api_instance, conn.conn_id, seq)
         payload = pack_v1(channel, parts)
         for headers, data in chunking.split(payload, self.state.nc.max_payload):
             await self.state.nc.publish(

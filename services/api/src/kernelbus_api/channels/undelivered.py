@@ -80,12 +80,8 @@ def hold(held: list[Held], item: Held) -> None:
     bisect.insort(held, item, key=lambda h: h[0])
 
 
-def reply_subject(api_instance: str, conn_id: str, seq: int) -> str:
-    return subjects.input_reply(api_instance, conn_id, seq)
-
-
 def parse_reply_subject(api_instance: str, subject: str) -> tuple[str, int] | None:
-    """(conn_id, seq) of a reply subject made by `reply_subject` for this replica; None if it
+    """(conn_id, seq) of a reply subject made by `subjects.input_reply` for this replica; None if it
     is not one."""
     parsed = subjects.parse_input_reply(subject)
     if parsed is None or parsed.api_instance != api_instance:
