@@ -247,6 +247,20 @@ def test_resume_holds_what_was_sent_to_a_connection_since_its_replica_was_last_s
     assert t.hold is None
 
 
+def test_an_empty_hold_keeps_live_output_behind_what_is_owed() -> None:
+    t = table()
+    t.attach("c1", "s1", now=0.0)
+    t.recent.add("c1", b"sent before", now=1.0)
+    assert t.hold_for("c1")
+    assert not t.hold_for("c1")  # already held for: nothing changes
+    assert not t.hold_for("nobody")
+    assert t.hold_frame(None, b"live") == []  # held for c1, which waits
+    t.check()
+    assert t.catch_up_batch("c1") == [b"live"]  # nothing sent before the hold is in it
+    assert t.catch_up_batch("c1") == []
+    assert t.hold is None
+
+
 def test_resume_for_a_connection_not_attached_does_nothing() -> None:
     t = table()
     t.resume_for("nobody", since=0.0)

@@ -265,13 +265,21 @@ class ConnectionTable:
         seeded with what was sent to it since `since` (its replica's last ping answer), so
         that the catch-up resends that in order before it goes live again; the api drops what
         it already delivered (by msg_id)."""
+        if self.hold_for(conn_id):
+            assert self.hold is not None
+            for frame in self.sent_to(conn_id, since):
+                self.hold.add(conn_id, frame)
+
+    def hold_for(self, conn_id: str) -> bool:
+        """Hold output for `conn_id` from now on (a hold that starts empty), so that what it
+        is owed goes out before its live output. False if it is not attached or already held
+        for (then nothing changes)."""
         if conn_id not in self.attached or self.waiting_for(conn_id):
-            return
+            return False
         if self.hold is None:
             self.hold = self._new_hold()
         self.hold.cursors[conn_id] = self.hold.end
-        for frame in self.sent_to(conn_id, since):
-            self.hold.add(conn_id, frame)
+        return True
 
     def begin_catch_up(self, conn_id: str) -> bool:
         """Claim the one catch-up of `conn_id` now (False if one runs): from here on its hold

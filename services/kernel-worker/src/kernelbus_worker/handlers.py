@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from kernelbus import bus, chunking, subjects
@@ -173,7 +172,7 @@ class Handlers:
         if owed or elsewhere:
             # What is owed is older than what the kernel sends from now on: hold the new
             # output for this connection (a hold that starts empty) until it went out first.
-            table.resume_for(command.conn_id, time.monotonic())
+            table.hold_for(command.conn_id)
         if table.waiting_for(command.conn_id) and table.begin_catch_up(command.conn_id):
             # Claimed now, with no await since the hold began: nothing expires it meanwhile.
             # Published after the reply; the api holds connection traffic until it accepted.
