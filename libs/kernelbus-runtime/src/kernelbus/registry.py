@@ -103,6 +103,12 @@ class Registry:
             return None
         return kernel_id in self.view.kernels.entries
 
+    def viewed_record(self, kernel_id: str) -> KernelRecord | None:
+        """The kernel as the watch-fed view holds it (`KernelSummary.record`), if it does."""
+        if self.view is None or (held := self.view.kernels.entries.get(kernel_id)) is None:
+            return None
+        return held[0].record()
+
     # --- kernels ------------------------------------------------------------------------
 
     async def get_kernel(self, kernel_id: str) -> KernelRecord | None:

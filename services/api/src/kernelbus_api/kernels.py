@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kernelbus import bus, events, subjects
-from kernelbus.bounded import LastGood
+from kernelbus.bounded import UNANSWERED, LastGood, within
 from kernelbus.bus_kv import Bucket
 from kernelbus.bus_types import Client
 from kernelbus.errors import (
@@ -102,7 +102,21 @@ class Kernels:
             return None
         if known is not None:
             return known
-        return await self.registry.get_kernel(kernel_id)
+        viewed = self.registry.viewed(kernel_id)
+        if viewed is None:
+            return await self.registry.get_kernel(kernel_id)
+        try:
+            return await within(self.registry.get_kernel(kernel_id))
+        except UNANSWERED as exc:
+            # No stream leader (replicas may not answer direct gets then): the view has
+            # every write the stream had before it lost its leader (ADR 0023).
+            log.info(
+                "kernel %s: registry not answering (%s); from the view",
+                kernel_id,
+                exc.message,
+                extra={"kernel_id": kernel_id},
+            )
+            return self.registry.viewed_record(kernel_id)
 
     async def start(self, body: StartKernelBody, user: str | None = None) -> KernelRecord:
         """Start (or, for a known `kernel_id`, return) a kernel; see PROTOCOLS §1.5.

@@ -60,9 +60,8 @@ class RecentWrites:
                 return None
             return started[0]
         if kernel_id in self._removed:
-            if viewed is False:
+            if viewed is False:  # the view dropped it too: the note ends
                 del self._removed[kernel_id]
-                return None
             return GONE
         return None
 
