@@ -6,6 +6,7 @@ No process, no NATS: the registry is a stand-in that answers or stays silent."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -134,3 +135,36 @@ async def test_within_turns_a_wait_past_its_bound_into_a_bus_timeout() -> None:
     with pytest.raises(BusTimeout):
         await within(asyncio.Event().wait(), 0.01)
     assert await within(asyncio.sleep(0, "done"), 1) == "done"
+
+
+async def test_a_kept_record_is_in_the_runtime_dir_until_the_registry_has_it(
+    tmp_path: Path,
+) -> None:
+    fake = ElectingRegistry()
+    store = KernelRecords(cast(Registry, fake), "w1", bound=0.01, pending_dir=tmp_path)
+    k = kernel()
+    fake.leader = False
+    await store.save_or_keep(k)
+    # What a successor with the same worker id reads after a crash (another id: nothing).
+    successor = KernelRecords(cast(Registry, fake), "w1", pending_dir=tmp_path)
+    assert [r.id for r in successor.kept()] == ["k1"]
+    assert KernelRecords(cast(Registry, fake), "w2", pending_dir=tmp_path).kept() == []
+    fake.leader = True
+    await store.save_changed(k)
+    assert successor.kept() == []
+
+
+async def test_a_pending_delete_is_noted_in_the_runtime_dir_until_done(tmp_path: Path) -> None:
+    fake = ElectingRegistry()
+    store = KernelRecords(cast(Registry, fake), "w1", bound=0.01, pending_dir=tmp_path)
+    k = kernel()
+    fake.leader = False
+    await store.save_or_keep(k)
+    await store.delete("k1")
+    successor = KernelRecords(cast(Registry, fake), "w1", pending_dir=tmp_path)
+    assert successor.kept() == []  # shut down: nothing to re-adopt
+    assert successor.kept_deletes() == {"k1"}
+    assert KernelRecords(cast(Registry, fake), "w2", pending_dir=tmp_path).kept_deletes() == set()
+    fake.leader = True
+    await store.flush_pending()
+    assert successor.kept_deletes() == set()

@@ -84,7 +84,7 @@ class Supervisor:
         self._keeper_connection = 0
         self.factory = KernelFactory(settings, catalog, outbox)
         self.notices = KernelNotices(publisher, settings.id)
-        self.records = KernelRecords(registry, settings.id)
+        self.records = KernelRecords(registry, settings.id, pending_dir=self.factory.runtime_dir())
         self.restarter = Restarter(settings, self.factory, self.records, self.notices)
         self.pool = WarmStarts(
             self.factory,
@@ -248,10 +248,18 @@ class Supervisor:
     async def adopt_orphans(self) -> None:
         """Take back kernels the registry says this worker id owns (after a crash), all at once:
         one at a time, busy kernels added up to a start that let the heartbeat age out."""
+        # Records a crashed predecessor could not write (no stream leader) are newer than
+        # the registry's (ADR 0023).
+        kept = {r.id: r for r in self.records.kept()}
+        deleted = self.records.kept_deletes()
+        for kernel_id in deleted:
+            self.records.note_delete(kernel_id)  # removed by the next flush
+        listed = [r for r in await self.registry.list_kernels() if r.id not in kept]
         records = [
             r
-            for r in await self.registry.list_kernels()
-            if r.worker_id == self.settings.id
+            for r in listed + list(kept.values())
+            if r.id not in deleted
+            and r.worker_id == self.settings.id
             and r.id not in self.kernels
             and r.execution_state != "dead"
         ]
