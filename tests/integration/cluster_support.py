@@ -67,3 +67,19 @@ async def lead_on(nc: Client, stream: str, server: str, timeout: float = 60) -> 
                 await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", request, timeout=5)
         await asyncio.sleep(0.5)
     return False
+
+
+async def every_stream_led(nc: Client, timeout: float = 90) -> None:
+    """Wait until JetStream answers for every stream with a leader (after a node's loss)."""
+    deadline = time.monotonic() + timeout
+    js = nc.jetstream(timeout=2)
+    while True:
+        try:
+            names = [info.config.name for info in await js.streams_info()]
+            leaders = [await stream_leader(nc, name) for name in names if name]
+            if names and all(leaders):
+                return
+        except nats.errors.Error:
+            pass
+        assert time.monotonic() < deadline, "some stream has had no leader for too long"
+        await asyncio.sleep(0.5)

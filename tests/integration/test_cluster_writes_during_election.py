@@ -13,6 +13,10 @@ websocket executes code, `DELETE` answers 204 (of a kernel started before the ki
 started meanwhile) and `GET /api/kernels` lists the new kernel and not the deleted ones. Once
 the node resumes and leaders are elected, the worker's pending writes land: the new kernel's
 record is in the bucket, the deleted ones' are not.
+
+`crash`: the worker is SIGKILLed while its writes are still pending (before the node resumes);
+its successor (same worker id and runtime dir) re-adopts the new kernel from the record kept
+in the runtime dir, writes it, removes the deleted kernels' records, and the kernel runs code.
 """
 
 from __future__ import annotations
@@ -20,16 +24,24 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 import nats
 import pytest
 from channels_support import open_socket
-from cluster_support import jetstream_ready, lead_on, registry_leader, stream_leader
+from cluster_support import (
+    every_stream_led,
+    jetstream_ready,
+    lead_on,
+    registry_leader,
+    stream_leader,
+)
 
 from kernelbus import subjects
 from kernelbus.bus_kv import Bucket, kv_stream
+from kernelbus.models import KernelRecord
 from kernelbus.natscluster import start_cluster
 from kernelbus.testing.plugin import Services
 from kernelbus_worker.sim.provisioner import SPEC_NAME, write_kernelspec
@@ -40,7 +52,10 @@ KERNELS = kv_stream(subjects.KERNELS_BUCKET)
 WORKERS = kv_stream(subjects.WORKERS_BUCKET)
 
 
-async def test_rest_writes_go_on_while_the_registry_stream_has_no_leader(tmp_path: Path) -> None:
+@pytest.mark.parametrize("crash", [False, True], ids=["worker-stays", "worker-crashes"])
+async def test_rest_writes_go_on_while_the_registry_stream_has_no_leader(
+    tmp_path: Path, crash: bool
+) -> None:
     cluster = start_cluster(tmp_path / "cluster", 3)
     services = Services(tmp_path, cluster.urls)
     paused = None
@@ -58,7 +73,11 @@ async def test_rest_writes_go_on_while_the_registry_stream_has_no_leader(tmp_pat
         # The test's own connection, worker and api are on the node that stays up.
         nc = await nats.connect(servers=[kept.url])
         write_kernelspec(tmp_path / "jupyter")
-        services.worker(env={"JUPYTER_PATH": str(tmp_path / "jupyter")}, nats_url=kept.url)
+        worker_env = {
+            "JUPYTER_PATH": str(tmp_path / "jupyter"),
+            "KERNELBUS_WORKER_ID": f"elect-{uuid.uuid4().hex[:8]}",
+        }
+        worker = services.worker(env=worker_env, nats_url=kept.url)
         api = services.api(nats_url=kept.url)
         kernels = await Bucket.open(nc, subjects.KERNELS_BUCKET)
 
@@ -119,6 +138,9 @@ async def test_rest_writes_go_on_while_the_registry_stream_has_no_leader(tmp_pat
             assert new in ids and brief not in ids and earlier not in ids, ids
             print(f"every call done without a leader, {time.monotonic() - killed_at:.2f} s")
 
+            if crash:
+                worker.kill()  # its writes are pending: in its memory and its runtime dir
+                await leaderless()
             # The third node resumes: the two elect leaders; the pending writes land.
             paused.send_signal(signal.SIGCONT)
             paused = None
@@ -127,6 +149,10 @@ async def test_rest_writes_go_on_while_the_registry_stream_has_no_leader(tmp_pat
                 assert time.monotonic() < deadline, "no leader elected within 90 s"
                 await asyncio.sleep(0.2)
             print(f"a leader elected {time.monotonic() - killed_at:.2f} s after the kill")
+            if crash:
+                await every_stream_led(nc)  # a worker starts only with JetStream whole
+                successor = services.worker(env=worker_env, nats_url=kept.url)
+                assert "re-adopted kernel" in successor.log(), successor.log()
             while True:
                 held = {k: await kernels.get(k) is not None for k in (new, brief, earlier)}
                 if held == {new: True, brief: False, earlier: False}:
@@ -134,7 +160,16 @@ async def test_rest_writes_go_on_while_the_registry_stream_has_no_leader(tmp_pat
                 assert time.monotonic() < deadline, f"the registry holds {held}"
                 await asyncio.sleep(0.2)
             record = await kernels.get(new)
-            assert record is not None and b'"worker_id"' in record.value
+            assert record is not None
+            assert KernelRecord.model_validate_json(record.value).execution_state != "dead"
+
+            socket = await open_socket(api, new)
+            try:
+                out = await socket.run("print(7 * 6)")
+            finally:
+                await socket.close()
+            printed = [m["content"]["text"] for m in out if m["header"]["msg_type"] == "stream"]
+            assert printed == ["42\n"], out
 
             listed = await http.get("/api/kernels")
             ids = {k["id"] for k in listed.json()}
