@@ -119,6 +119,11 @@ async def test_rest_writes_go_on_while_the_registry_stream_has_no_leader(
             printed = [m["content"]["text"] for m in out if m["header"]["msg_type"] == "stream"]
             assert printed == ["42\n"], out
 
+            # A kernel started before the kill: in the api's view, read without a leader.
+            got = await http.get(f"/api/kernels/{earlier}")
+            await leaderless()
+            assert got.status_code == 200, got.text
+
             passing = await http.post("/api/kernels", json={"name": SPEC_NAME})
             await leaderless()
             assert passing.status_code == 201, passing.text
