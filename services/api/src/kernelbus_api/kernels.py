@@ -102,14 +102,13 @@ class Kernels:
             return None
         if known is not None:
             return known
-        viewed = self.registry.viewed(kernel_id)
-        if viewed is None:
+        if not self.registry.viewed(kernel_id):
             return await self.registry.get_kernel(kernel_id)
         try:
             return await within(self.registry.get_kernel(kernel_id))
         except UNANSWERED as exc:
-            # No stream leader (replicas may not answer direct gets then): the view has
-            # every write the stream had before it lost its leader (ADR 0023).
+            # No stream leader (replicas may not answer direct gets then): the view holds
+            # the kernel, as of the stream's last write before it lost its leader (ADR 0023).
             log.info(
                 "kernel %s: registry not answering (%s); from the view",
                 kernel_id,
