@@ -8,7 +8,10 @@ nodes from the server's INFO and reconnect). From the kill, three clients poll c
 
 - websocket: an execute every try (1 s reply window) until one answers;
 - REST reads: `GET /api/kernels` and `GET /api/kernels/{id}` until both answer 200;
-- REST writes: `POST /api/kernels` until one answers 201 (needs the new stream leader).
+- REST writes: `POST /api/kernels` until one answers 201 (since ADR 0023 it no longer waits
+  for the new stream leader: the worker's registry write is bounded and kept pending);
+- leader: the kernel registry's stream, asked from a surviving node, until it names a leader
+  again (nats-server's election: what REST writes waited for before ADR 0023).
 
 Usage: `python bench/cluster.py [--runs 6]`. Prints one line per run and median / p95.
 """
@@ -105,9 +108,21 @@ async def one_run(root: Path, victim: str) -> dict[str, float]:
             ws_url = f"{api.ws_url}/api/kernels/{kernel_id}/channels"
             async with connect(ws_url, additional_headers=api.headers) as ws:
                 assert await _answered(ws, 30)
+                watcher = await nats.connect(servers=[cluster.nodes[other].url])
                 cluster.nodes[leader].process.kill()
                 cluster.nodes[leader].process.wait()
                 killed = time.monotonic()
+
+                async def elected() -> float:
+                    js = watcher.jetstream(timeout=1.0)
+                    while True:
+                        try:
+                            info = await js.stream_info(f"KV_{subjects.KERNELS_BUCKET}")
+                            if info.cluster is not None and info.cluster.leader:
+                                return time.monotonic() - killed
+                        except Exception:
+                            pass
+                        await asyncio.sleep(0.05)
 
                 async def websocket() -> float:
                     while not await _answered(ws, 1.0):
@@ -136,11 +151,13 @@ async def one_run(root: Path, victim: str) -> dict[str, float]:
                     "websocket": asyncio.ensure_future(websocket()),
                     "reads": asyncio.ensure_future(reads()),
                     "writes": asyncio.ensure_future(writes()),
+                    "leader": asyncio.ensure_future(elected()),
                 }
                 await asyncio.wait(polls.values(), timeout=120)
                 late = [name for name, task in polls.items() if not task.done()]
                 for task in polls.values():
                     task.cancel()
+                await watcher.close()
                 if late:
                     raise RuntimeError(f"not recovered within 120 s: {late} (logs in {root})")
         return {name: task.result() for name, task in polls.items()}
@@ -169,10 +186,10 @@ async def main() -> None:
         print(
             f"run {run + 1} (registry leader = {victim}'s node): websocket "
             f"{times['websocket']:.2f} s, REST reads {times['reads']:.2f} s, "
-            f"REST writes {times['writes']:.2f} s",
+            f"REST writes {times['writes']:.2f} s, new leader {times['leader']:.2f} s",
             flush=True,
         )
-    for metric in ("websocket", "reads", "writes"):
+    for metric in ("websocket", "reads", "writes", "leader"):
         values = [r[metric] for r in results]
         print(
             f"{metric}: median {statistics.median(values):.2f} s, p95 {p95(values):.2f} s, "

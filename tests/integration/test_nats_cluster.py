@@ -22,47 +22,20 @@ import nats
 import nats.js.errors
 import pytest
 from channels_support import execute, of_request, open_socket
+from cluster_support import jetstream_ready, registry_leader
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
-from kernelbus import bus, events, subjects
+from kernelbus import events, subjects
 from kernelbus.eventpublisher import EventPublisher
-from kernelbus.natscluster import NatsCluster, start_cluster
+from kernelbus.natscluster import start_cluster
 from kernelbus.testing.plugin import Services
 from kernelbus_worker.sim.provisioner import SPEC_NAME, write_kernelspec
 
 pytestmark = pytest.mark.integration
 
 COUNTER = "import time\nfor i in range({n}):\n    print(i, flush=True)\n    time.sleep(0.1)\n"
-
-
-async def _jetstream_ready(cluster: NatsCluster, timeout: float = 60) -> Client:
-    """A connection to the cluster once JetStream answers (its meta leader is elected)."""
-    nc = await nats.connect(servers=cluster.urls.split(","))
-    try:
-        await bus.wait_for_jetstream(nc, timeout)
-    except BaseException:
-        await nc.close()
-        raise
-    return nc
-
-
-async def _registry_leader(nc: Client) -> int:
-    """The buckets and streams as the services create them; the index of the node leading
-    the kernel registry's stream."""
-    js = nc.jetstream()
-    await bus.ensure_infrastructure(js)
-    deadline = time.monotonic() + 60
-    while True:
-        info = await js.stream_info(f"KV_{subjects.KERNELS_BUCKET}")
-        if info.cluster is not None and info.cluster.leader:
-            assert info.config.num_replicas == 3
-            events_info = await js.stream_info(subjects.EVENTS_STREAM.name)
-            assert events_info.config.num_replicas == 3
-            return int(info.cluster.leader.rsplit("-", 1)[1])
-        assert time.monotonic() < deadline, "the registry stream has no leader"
-        await asyncio.sleep(0.2)
 
 
 async def _accepted_events(nc: Client, count: int) -> dict[str, int]:
@@ -93,9 +66,9 @@ async def test_losing_a_services_node_and_the_registry_leader_loses_nothing(
 ) -> None:
     cluster = start_cluster(tmp_path / "cluster", 3)
     services = Services(tmp_path, cluster.urls)
-    nc = await _jetstream_ready(cluster)
+    nc = await jetstream_ready(cluster)
     try:
-        leader = await _registry_leader(nc)
+        leader = await registry_leader(nc)
         other = (leader + 1) % 3
         # One URL each: the victim's service knows only the doomed node; it learns the
         # others from the server's INFO, as any client of a cluster does.

@@ -27,7 +27,7 @@ class FakeRegistry:
         self.written: list[KernelRecord] = []
         self.fail = False
 
-    async def put_kernel(self, record: KernelRecord) -> None:
+    async def put_kernel(self, record: KernelRecord, bound: float | None = None) -> None:
         if self.fail:
             raise TimeoutError("no JetStream leader")
         self.written.append(record.model_copy())

@@ -18,6 +18,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from kernelbus import bus, subjects
+from kernelbus.bounded import BOUND, UNANSWERED, LastGood, within
 from kernelbus.bus_kv import kv_keys, kv_stream, kv_subject
 from kernelbus.models import KernelRecord, WorkerHeartbeat
 from kernelbus.registryview import KernelSummary, RegistryView
@@ -53,6 +54,10 @@ class Registry:
     """Watch-fed view for listing (api, culler): see `kernelbus.registryview`."""
     connected: Callable[[], bool] = field(default=lambda: True, compare=False)
     """Whether the connection is up, to tell `BusUnavailable` from `BusTimeout`."""
+    workers_seen: LastGood[list[WorkerHeartbeat]] = field(
+        default_factory=lambda: LastGood(keep=subjects.WORKER_TTL), compare=False
+    )
+    """The last worker list, served while the workers bucket elects a leader (ADR 0023)."""
 
     @classmethod
     async def open(cls, js: JetStreamContext, nc: Client | None = None) -> Registry:
@@ -92,6 +97,18 @@ class Registry:
                 return summaries
         return [KernelSummary.of(record) for record in await self.list_kernels()]
 
+    def viewed(self, kernel_id: str) -> bool | None:
+        """Whether the watch-fed view holds `kernel_id`; None without a loaded view."""
+        if self.view is None or not self.view.kernels.ready.is_set():
+            return None
+        return kernel_id in self.view.kernels.entries
+
+    def viewed_record(self, kernel_id: str) -> KernelRecord | None:
+        """The kernel as the watch-fed view holds it (`KernelSummary.record`), if it does."""
+        if self.view is None or (held := self.view.kernels.entries.get(kernel_id)) is None:
+            return None
+        return held[0].record()
+
     # --- kernels ------------------------------------------------------------------------
 
     async def get_kernel(self, kernel_id: str) -> KernelRecord | None:
@@ -107,7 +124,14 @@ class Registry:
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             # A direct get may be answered by a replica a write has not reached yet: a miss
             # is asked again of the stream's leader (read-your-writes for a kernel just started).
-            found = await _leader_get(self.js, subjects.KERNELS_BUCKET, kernel_id)
+            # A stream electing its leader cannot answer: the replica's miss stands (ADR 0023).
+            try:
+                found = await within(
+                    _leader_get(self.js, subjects.KERNELS_BUCKET, kernel_id), BOUND
+                )
+            except UNANSWERED as exc:
+                log.info("kernel %s: no stream leader to ask (%s)", kernel_id, exc.message)
+                return None
             if found is None:
                 return None
             value, revision = found
@@ -120,8 +144,10 @@ class Registry:
             return None
 
     @_translated
-    async def put_kernel(self, record: KernelRecord) -> int:
-        return await self.kernels.put(record.id, record.model_dump_json().encode())
+    async def put_kernel(self, record: KernelRecord, bound: float | None = None) -> int:
+        """Write `record`; with `bound`, a `BusTimeout` after that many seconds."""
+        put = self.kernels.put(record.id, record.model_dump_json().encode())
+        return await (put if bound is None else within(put, bound))
 
     @_translated
     async def replace_kernel(self, record: KernelRecord, last: int) -> bool:
@@ -133,9 +159,11 @@ class Registry:
         return True
 
     @_translated
-    async def delete_kernel(self, kernel_id: str) -> None:
+    async def delete_kernel(self, kernel_id: str, bound: float | None = None) -> None:
+        """Remove the kernel's record; with `bound`, a `BusTimeout` after that many seconds."""
         with contextlib.suppress(nats.js.errors.KeyNotFoundError):
-            await self.kernels.purge(kernel_id)
+            purge = self.kernels.purge(kernel_id)
+            await (purge if bound is None else within(purge, bound))
 
     @_translated
     async def list_kernels(self) -> list[KernelRecord]:
@@ -157,9 +185,14 @@ class Registry:
         with contextlib.suppress(nats.js.errors.KeyNotFoundError):
             await self.workers.purge(worker_id)
 
-    @_translated
     async def live_workers(self) -> list[WorkerHeartbeat]:
-        """Workers whose heartbeat has not aged out of the bucket (TTL `WORKER_TTL`)."""
+        """Workers whose heartbeat has not aged out of the bucket (TTL `WORKER_TTL`). While
+        the bucket cannot be listed (no stream leader), the last list of up to `WORKER_TTL`
+        seconds ago (`workers_seen`)."""
+        return await self.workers_seen.get(self._list_workers, "worker list")
+
+    @_translated
+    async def _list_workers(self) -> list[WorkerHeartbeat]:
         workers = []
         for key in await kv_keys(self.js, subjects.WORKERS_BUCKET):
             try:

@@ -79,6 +79,20 @@ class KernelSummary:
             json_tail=tail,
         )
 
+    def record(self) -> KernelRecord:
+        """A record with what the summary keeps (no connection, provisioner or launch info):
+        enough for the REST model, the websocket's checks and a command's routing."""
+        return KernelRecord(
+            id=self.id,
+            name=self.name,
+            worker_id=self.worker_id,
+            execution_state=self.execution_state,
+            last_activity=self.last_activity,
+            started_at=self.started_at,
+            reason=self.reason,
+            username=self.username,
+        )
+
     def model_json(self, connections: int = 0) -> bytes:
         """`jupyter_model(connections)` as compact JSON (as Starlette's JSONResponse writes)."""
         return self.json_head + str(int(connections)).encode() + self.json_tail

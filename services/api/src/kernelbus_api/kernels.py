@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kernelbus import bus, events, subjects
+from kernelbus.bounded import UNANSWERED, LastGood, within
 from kernelbus.bus_kv import Bucket
 from kernelbus.bus_types import Client
 from kernelbus.errors import (
@@ -40,12 +41,16 @@ from kernelbus_api.errors import status_for
 from kernelbus_api.kernel_env import kernel_env
 from kernelbus_api.models import StartKernelBody
 from kernelbus_api.placement import Placements
+from kernelbus_api.recent import GONE, RecentWrites
 from kernelbus_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 
 # Room for the worker's own launch/restart bound to fire and answer before the bus gives up.
 _REPLY_PAD = 5.0
+DRAINS_KEEP = 30.0
+"""Seconds the last list of drained workers is served while `kb_drains` has no stream
+leader (ADR 0023): a drain noted meanwhile may be missed by a placement or two."""
 
 
 @dataclass
@@ -59,26 +64,58 @@ class Kernels:
     events: EventPublisher | None = None
     """Where failed lifecycle actions are reported as `kernel_actions` error events."""
     placements: Placements = field(default_factory=Placements)
+    recent: RecentWrites = field(default_factory=RecentWrites)
+    """What workers answered this replica's starts and shutdowns, served until the registry
+    view has caught up (their writes may be pending during a leader election: ADR 0023)."""
+    drains_seen: LastGood[set[str]] = field(
+        default_factory=lambda: LastGood(keep=DRAINS_KEEP), compare=False
+    )
 
     async def model(self, record: KernelRecord) -> dict[str, Any]:
         return record.jupyter_model(await self.registry.connections_of(record.id))
 
+    async def summaries(self) -> list[KernelSummary]:
+        """Every kernel: the registry's, with this replica's own recent writes applied."""
+        return self.recent.overlay(await self.registry.kernel_summaries())
+
     async def list_models(self) -> list[dict[str, Any]]:
         counts = await self.registry.connection_counts()
-        records = await self.registry.kernel_summaries()
+        records = await self.summaries()
         return [r.jupyter_model(counts.get(r.id, 0)) for r in sorted(records, key=_started)]
 
     async def list_json(self) -> bytes:
         """`list_models()` rendered as JSON from the pre-rendered registry view entries."""
         counts = await self.registry.connection_counts()
-        records = sorted(await self.registry.kernel_summaries(), key=_started)
+        records = sorted(await self.summaries(), key=_started)
         return b"[" + b",".join(r.model_json(counts.get(r.id, 0)) for r in records) + b"]"
 
     async def get(self, kernel_id: str) -> KernelRecord:
-        record = await self.registry.get_kernel(kernel_id)
+        record = await self.find(kernel_id)
         if record is None:
             raise NoSuchKernel(f"Kernel does not exist: {kernel_id}")
         return record
+
+    async def find(self, kernel_id: str) -> KernelRecord | None:
+        """The kernel's record (this replica's own recent writes first); None if absent."""
+        known = self.recent.lookup(kernel_id, self.registry.viewed(kernel_id))
+        if known is GONE:
+            return None
+        if known is not None:
+            return known
+        if not self.registry.viewed(kernel_id):
+            return await self.registry.get_kernel(kernel_id)
+        try:
+            return await within(self.registry.get_kernel(kernel_id))
+        except UNANSWERED as exc:
+            # No stream leader (replicas may not answer direct gets then): the view holds
+            # the kernel, as of the stream's last write before it lost its leader (ADR 0023).
+            log.info(
+                "kernel %s: registry not answering (%s); from the view",
+                kernel_id,
+                exc.message,
+                extra={"kernel_id": kernel_id},
+            )
+            return self.registry.viewed_record(kernel_id)
 
     async def start(self, body: StartKernelBody, user: str | None = None) -> KernelRecord:
         """Start (or, for a known `kernel_id`, return) a kernel; see PROTOCOLS §1.5.
@@ -87,7 +124,7 @@ class Kernels:
         """
         if user is not None:
             body = body.model_copy(update={"env": bind_username(body.env, user)})
-        if body.kernel_id and (existing := await self.registry.get_kernel(body.kernel_id)):
+        if body.kernel_id and (existing := await self.find(body.kernel_id)):
             return existing
         settings = self.settings
         name = settings.force_kernel_name or body.name or settings.default_kernel_name
@@ -99,13 +136,17 @@ class Kernels:
             spec = kernelspecs.union(workers).get(command.kernel_name)
             authorize(self.settings, spec, command.username)  # before placement, as EG
             if self.drains is not None:
-                drained = await drained_workers(self.drains)
+                drains = self.drains
+                drained = await self.drains_seen.get(
+                    lambda: drained_workers(drains), "drained workers"
+                )
                 workers = [w for w in workers if w.worker_id not in drained]
             timeout = command.launch_timeout + _REPLY_PAD
             async with self.admission.reserve(command.kernel_id, command.username, timeout):
                 reply = await self._place(workers, command, timeout)
             if reply.kernel is None:
                 raise InternalError("the worker's start reply carried no kernel")
+            self.recent.started(reply.kernel)
             return reply.kernel
 
     async def _place(
@@ -201,6 +242,8 @@ class Kernels:
         )
         async with self._reported("restart", {"kernel_id": kernel_id}, record.name):
             reply = await self._command(command, timeout)
+        if reply.kernel is not None:
+            self.recent.started(reply.kernel)
         return reply.kernel or await self.get(kernel_id)
 
     async def shutdown(self, kernel_id: str) -> None:
@@ -209,6 +252,7 @@ class Kernels:
         async with self._reported("shutdown", {"kernel_id": kernel_id}, record.name):
             try:
                 await self._command(ShutdownKernel(kernel_id=kernel_id, reason="api delete"))
+                self.recent.removed(kernel_id)
             except (NoWorkerAvailable, NoSuchKernel):
                 log.warning(
                     "kernel %s had no live owner; removing its record",

@@ -175,6 +175,10 @@ class KernelFactory:
             kwargs["cwd"] = cwd
         return kwargs
 
+    def runtime_dir(self) -> Path:
+        """Where this worker's kernels keep their connection files (made if absent)."""
+        return self._runtime_dir()
+
     def _runtime_dir(self) -> Path:
         if self.settings.runtime_dir:
             path = Path(self.settings.runtime_dir)

@@ -102,8 +102,9 @@ class Restarter:
 
     async def persist(self, kernel: ManagedKernel) -> None:
         """Write a restarted kernel's record at once: its new pid is what a successor needs
-        to re-adopt it, and a crash may come before the next activity flush."""
-        await self.records.save(kernel)
+        to re-adopt it, and a crash may come before the next activity flush. Bounded: without
+        a stream leader the record stays unsaved for the flush (ADR 0023)."""
+        await self.records.save_or_keep(kernel)
 
     async def write_record(self, kernel: ManagedKernel) -> None:
         """`persist`, for the watch: a write that fails (a JetStream timeout on a loaded

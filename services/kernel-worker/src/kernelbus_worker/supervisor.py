@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kernelbus import bus
+from kernelbus.bounded import UNANSWERED
 from kernelbus.errors import CapacityExceeded, NoSuchKernel, RestartFailed
 from kernelbus.eventpublisher import EventPublisher
 from kernelbus.messages import StartKernel
@@ -83,7 +84,7 @@ class Supervisor:
         self._keeper_connection = 0
         self.factory = KernelFactory(settings, catalog, outbox)
         self.notices = KernelNotices(publisher, settings.id)
-        self.records = KernelRecords(registry)
+        self.records = KernelRecords(registry, settings.id, pending_dir=self.factory.runtime_dir())
         self.restarter = Restarter(settings, self.factory, self.records, self.notices)
         self.pool = WarmStarts(
             self.factory,
@@ -164,7 +165,9 @@ class Supervisor:
         self.kernels[kernel.id] = kernel
         kernel.registered()  # from here on a shutdown may come for it
         await self.observer.kernel_added(kernel)
-        await self.records.save(kernel)
+        # Bounded: a stream electing its leader must not fail the start (ADR 0023); the
+        # record stays unsaved and the activity flush writes it.
+        await self.records.save_or_keep(kernel)
         # In the background: the first one may start the keeper, not to be waited for here.
         syncing = asyncio.get_running_loop().create_task(self.sync_keeper(flush=False))
         self._keeper_syncs.add(syncing)
@@ -245,10 +248,18 @@ class Supervisor:
     async def adopt_orphans(self) -> None:
         """Take back kernels the registry says this worker id owns (after a crash), all at once:
         one at a time, busy kernels added up to a start that let the heartbeat age out."""
+        # Records a crashed predecessor could not write (no stream leader) are newer than
+        # the registry's (ADR 0023).
+        kept = {r.id: r for r in self.records.kept()}
+        deleted = self.records.kept_deletes()
+        for kernel_id in deleted:
+            self.records.note_delete(kernel_id)  # removed by the next flush
+        listed = [r for r in await self.registry.list_kernels() if r.id not in kept]
         records = [
             r
-            for r in await self.registry.list_kernels()
-            if r.worker_id == self.settings.id
+            for r in listed + list(kept.values())
+            if r.id not in deleted
+            and r.worker_id == self.settings.id
             and r.id not in self.kernels
             and r.execution_state != "dead"
         ]
@@ -339,7 +350,7 @@ class Supervisor:
         self.kernels.pop(kernel_id, None)
         await self._keeper_forget(kernel_id)
         await self.observer.kernel_removed(kernel)
-        await self.registry.delete_kernel(kernel_id)
+        await self.records.delete(kernel_id)  # bounded; else pending for the flush
         await self.notices.action("shutdown", kernel)
         kernel.log.info("kernel shut down%s", f" ({reason})" if reason else "")
         kernel.record.execution_state = "dead"
@@ -373,10 +384,20 @@ class Supervisor:
     # --- activity -------------------------------------------------------------------------
 
     async def flush_activity(self) -> None:
-        """Write records whose activity changed (throttled by the caller's interval)."""
-        for kernel in list(self.kernels.values()):
-            if await self.records.save_changed(kernel):
-                await self.notices.activity(kernel)
+        """Remove the records of kernels shut down while JetStream did not answer, then write
+        records whose activity changed (throttled by the caller's interval). A pass ends at
+        the first write JetStream does not take (no stream leader): the next one retries."""
+        try:
+            await self.records.flush_pending()
+            for kernel in list(self.kernels.values()):
+                if await self.records.save_changed(kernel):
+                    await self.notices.activity(kernel)
+        except UNANSWERED as exc:
+            log.info(
+                "registry writes wait for JetStream (%s)",
+                exc.message,
+                extra={"worker_id": self.settings.id},
+            )
 
 
 def _watchable(kernel: ManagedKernel) -> bool:

@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from kernelbus.bounded import within
 from kernelbus.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,10 @@ class ConnectionCounts:
         return self._counts.get(kernel_id, 0)
 
     async def _write(self, kernel_id: str) -> None:
+        count = self.count(kernel_id)
         try:
-            await self.registry.set_connections(kernel_id, self.api_instance, self.count(kernel_id))
+            # Bounded: a websocket's open must not wait out a leader election (ADR 0023).
+            await within(self.registry.set_connections(kernel_id, self.api_instance, count))
         except Exception as exc:  # KV trouble must not break a websocket; the refresh retries
             log.warning("cannot record connections of %s: %s", kernel_id, exc)
 

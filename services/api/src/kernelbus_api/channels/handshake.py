@@ -51,7 +51,7 @@ async def check(websocket: WebSocket, state: AppState, kernel_id: str) -> Respon
     if not state.connectivity.connected:
         return error_response(503, state.connectivity.reason())
     try:
-        record = await state.registry.get_kernel(kernel_id)
+        record = await state.kernels.find(kernel_id)  # this replica's own start first
         if record is not None and record.execution_state == "restarting":
             record = await _after_restart(state, kernel_id, record)
     except KernelbusError as exc:
@@ -75,7 +75,7 @@ async def _after_restart(
             log.warning("kernel %s still restarting; connecting anyway", kernel_id)
             break
         await asyncio.sleep(RESTART_POLL)
-        current = await state.registry.get_kernel(kernel_id)
+        current = await state.kernels.find(kernel_id)
     return current
 
 
