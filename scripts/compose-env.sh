@@ -75,7 +75,7 @@ ensure_compose() {
 ensure_engine() {
   docker info >/dev/null 2>&1 && return
   is_root || no_engine "no running Docker engine and not root to start dockerd"
-  nohup dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null &
+  nohup dockerd >>"$CACHE/dockerd.log" 2>&1 </dev/null &
   echo $! >"$CACHE/dockerd.pid"
   # Parsed by tests/e2e/test_compose.py, which stops the engine it had started.
   log "started dockerd pid $! (log: $CACHE/dockerd.log; left running afterwards)"
@@ -181,6 +181,17 @@ prepare() {
   build_images
 }
 
+compose() { docker compose -f "$ROOT/deploy/compose.yaml" --env-file "$ENV_FILE" "$@"; }
+
+show_containers() {
+  local id
+  compose ps -a >&2 || true
+  for id in $(compose ps -aq 2>/dev/null); do
+    docker inspect --format '{{.Name}}: {{.State.Status}}, exit {{.State.ExitCode}}{{if .State.Health}}, {{.State.Health.Status}}{{range .State.Health.Log}} [{{.ExitCode}}: {{.Output}}]{{end}}{{end}}' "$id" >&2 || true
+  done
+  compose logs --no-color --tail 40 >&2 || true
+}
+
 case "${1:-up}" in
   prepare) prepare ;;
   up)
@@ -188,7 +199,14 @@ case "${1:-up}" in
     prepare
     [ -f "$ENV_FILE" ] || { log "no $ENV_FILE: copy deploy/.env.example and set every value"; exit 1; }
     log "docker compose up --wait (project $COMPOSE_PROJECT_NAME)"
-    docker compose -f "$ROOT/deploy/compose.yaml" --env-file "$ENV_FILE" up -d --wait --no-build "$@"
+    if ! compose up -d --wait --no-build "$@"; then
+      # Once: a container that was slow to turn healthy on a loaded machine gets one more
+      # wait; what failed is shown first, so a real failure is visible either way.
+      log "docker compose up failed; the containers' states and last log lines follow"
+      show_containers
+      log "docker compose up --wait, second and last try"
+      compose up -d --wait --no-build "$@" || { show_containers; exit 1; }
+    fi
     ;;
   image)
     shift || true
