@@ -82,11 +82,15 @@ class Sessions:
         return record
 
     async def list_models(self) -> list[dict[str, Any]]:
-        models = []
-        for record in await self._records():
-            with contextlib.suppress(NoSuchKernel):
-                models.append(await self.model(record))
-        return models
+        """Every session whose kernel exists; their kernels read concurrently (each read may
+        wait `BOUND` for a stream without a leader: ADR 0023)."""
+        models = await asyncio.gather(
+            *(self.model(record) for record in await self._records()), return_exceptions=True
+        )
+        for model in models:
+            if isinstance(model, BaseException) and not isinstance(model, NoSuchKernel):
+                raise model
+        return [model for model in models if isinstance(model, dict)]
 
     async def update(
         self, session_id: str, body: SessionBody, user: str | None = None
