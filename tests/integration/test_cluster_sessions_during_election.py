@@ -118,7 +118,6 @@ async def test_sessions_go_on_while_their_stream_has_no_leader(tmp_path: Path) -
             assert created.status_code == 201, created.text
             new = created.json()["id"]
             kernel_id = created.json()["kernel"]["id"]
-            print(f"\nPOST answered 201 {time.monotonic() - killed_at:.2f} s after the kill")
 
             listed = await timed(http, "GET", "/api/sessions")
             await leaderless()
@@ -149,7 +148,7 @@ async def test_sessions_go_on_while_their_stream_has_no_leader(tmp_path: Path) -
             got = await http.get(f"/api/kernels/{kernel_id}")
             await leaderless()
             assert got.status_code == 404, got.text
-            print(f"every call done without a leader, {time.monotonic() - killed_at:.2f} s: {TOOK}")
+            print(f"\nall done without a leader, {time.monotonic() - killed_at:.2f} s: {TOOK}")
 
             # The third node resumes: the two elect leaders; the pending writes land.
             paused.send_signal(signal.SIGCONT)
