@@ -78,3 +78,17 @@ def test_a_landed_note_expires_after_keep_seconds() -> None:
     clock.now += 0.5
     assert writes.lookup("s1") is None
     assert writes.overlay({"s0": "x"}) == {"s0": "x"}
+
+
+def test_a_failed_write_is_retracted_unless_it_landed_or_was_superseded() -> None:
+    writes: SessionWrites[str] = SessionWrites(keep=60, clock=Clock())
+    failed = writes.note("s1", "v1")
+    writes.retract("s1", failed)
+    assert writes.pending() == [] and writes.lookup("s1") is None
+    first = writes.note("s1", "v1")
+    second = writes.note("s1", "v2")
+    writes.retract("s1", first)  # superseded already: the later write stays
+    assert writes.pending() == [("s1", "v2", second)]
+    writes.landed("s1", second)
+    writes.retract("s1", second)  # it landed: KV has it, the note stays
+    assert writes.lookup("s1") == "v2"

@@ -198,14 +198,18 @@ class Sessions:
 
     async def _write(self, session_id: str, value: SessionRecord | Gone) -> None:
         """Put (or, GONE, purge) the session, waiting at most `BOUND` for JetStream; a write
-        not taken in time stays pending for the flush task."""
-        self.writes.note(session_id, value)
+        not taken in time stays pending for the flush task; another error fails the call and
+        drops the write."""
+        token = self.writes.note(session_id, value)
         try:
             await within(self.flush())
         except UNANSWERED as exc:
             log.info(
                 "session %s: KV not answering (%s); write kept pending", session_id, exc.message
             )
+        except BaseException:
+            self.writes.retract(session_id, token)
+            raise
 
     async def flush(self) -> None:
         """Write every pending session write, oldest first; stops at the first error."""

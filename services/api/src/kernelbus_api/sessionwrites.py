@@ -63,6 +63,13 @@ class SessionWrites(Generic[V]):
         if note is not None and note.token == token:
             note.landed = self.clock()
 
+    def retract(self, key: str, token: int) -> None:
+        """Write `token` of `key` failed with an error its client is told of: it is dropped
+        if it is still pending (a later write of `key` stays)."""
+        note = self._notes.get(key)
+        if note is not None and note.token == token and note.landed is None:
+            del self._notes[key]
+
     def lookup(self, key: str) -> V | Gone | None:
         """This replica's own latest write of `key` (GONE: purged); None: ask KV."""
         self._expire()
