@@ -11,6 +11,10 @@ it, `GET /api/sessions/{id}` finds it and the session created before the kill, `
 the earlier one, `DELETE` answers 204 and the session is no longer listed nor found. Once the
 node resumes and leaders are elected, the api's pending session writes land: the bucket holds
 exactly the earlier session, renamed.
+
+`api-dies`: the api is SIGKILLed with its session writes pending (after creating one more
+session): as ADR 0023 states, those writes are lost (the bucket holds the earlier session,
+not renamed, and nothing else), while the lost session's kernel runs on and a new api lists it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from cluster_support import jetstream_ready, lead_on, registry_leader, stream_leader
+from cluster_support import (
+    every_stream_led,
+    jetstream_ready,
+    lead_on,
+    registry_leader,
+    stream_leader,
+)
 
 from kernelbus import subjects
 from kernelbus.bus_kv import Bucket, kv_stream
@@ -61,7 +71,11 @@ async def timed(
     return response
 
 
-async def test_sessions_go_on_while_their_stream_has_no_leader(tmp_path: Path) -> None:
+@pytest.mark.parametrize("api_dies", [False, True], ids=["api-stays", "api-dies"])
+async def test_sessions_go_on_while_their_stream_has_no_leader(
+    tmp_path: Path, api_dies: bool
+) -> None:
+    TOOK.clear()
     cluster = start_cluster(tmp_path / "cluster", 3)
     services = Services(tmp_path, cluster.urls)
     paused = None
@@ -118,11 +132,21 @@ async def test_sessions_go_on_while_their_stream_has_no_leader(tmp_path: Path) -
             assert created.status_code == 201, created.text
             new = created.json()["id"]
             kernel_id = created.json()["kernel"]["id"]
+            mine = set()  # sessions of the api-dies case, kept to the end
+            if api_dies:  # while the api's list of live workers is recent (10 s: ADR 0023)
+                lost = await http.post(
+                    "/api/sessions",
+                    json={"path": "lost.ipynb", "type": "notebook", "kernel": {"name": SPEC_NAME}},
+                )
+                await leaderless()
+                assert lost.status_code == 201, lost.text
+                lost_kernel = lost.json()["kernel"]["id"]
+                mine = {lost.json()["id"]}
 
             listed = await timed(http, "GET", "/api/sessions")
             await leaderless()
             assert listed.status_code == 200, listed.text
-            assert {s["id"] for s in listed.json()} == {earlier, new}, listed.text
+            assert {s["id"] for s in listed.json()} == {earlier, new} | mine, listed.text
 
             for session_id in (new, earlier):
                 got = await timed(http, "GET", f"/api/sessions/{session_id}")
@@ -143,12 +167,21 @@ async def test_sessions_go_on_while_their_stream_has_no_leader(tmp_path: Path) -
             assert gone.status_code == 404, gone.text
             listed = await http.get("/api/sessions")
             await leaderless()
-            assert [(s["id"], s["name"]) for s in listed.json()] == [(earlier, "renamed")]
+            assert {(s["id"], s["name"]) for s in listed.json()} == {
+                (earlier, "renamed"),
+                *((session_id, None) for session_id in mine),
+            }
             # Its kernel, no other session's, was shut down with it.
             got = await http.get(f"/api/kernels/{kernel_id}")
             await leaderless()
             assert got.status_code == 404, got.text
             print(f"\nall done without a leader, {time.monotonic() - killed_at:.2f} s: {TOOK}")
+
+            if api_dies:
+                # ADR 0023's stated limit: the api's pending session writes die with it, the
+                # kernel of a session created meanwhile does not (its record is the worker's).
+                api.service.kill()
+                await leaderless()
 
             # The third node resumes: the two elect leaders; the pending writes land.
             paused.send_signal(signal.SIGCONT)
@@ -158,6 +191,23 @@ async def test_sessions_go_on_while_their_stream_has_no_leader(tmp_path: Path) -
                 assert time.monotonic() < deadline, "no leader elected within 90 s"
                 await asyncio.sleep(0.2)
             print(f"a leader elected {time.monotonic() - killed_at:.2f} s after the kill")
+            if api_dies:
+                await every_stream_led(nc)
+                successor = services.api(nats_url=kept.url)
+                async with httpx.AsyncClient(
+                    base_url=successor.url, headers=successor.headers, timeout=60
+                ) as fresh:
+                    while (await fresh.get(f"/api/kernels/{lost_kernel}")).status_code != 200:
+                        assert time.monotonic() < deadline, "the lost session's kernel is gone"
+                        await asyncio.sleep(0.2)
+                    held = await held_sessions(sessions)
+                    assert set(held) == {earlier}, held  # neither the delete nor "lost"
+                    assert b'"renamed"' not in held[earlier]  # nor the rename
+                    listed = await fresh.get("/api/sessions")
+                    assert [(s["id"], s["name"]) for s in listed.json()] == [(earlier, None)]
+                    assert (await fresh.delete(f"/api/kernels/{lost_kernel}")).status_code == 204
+                    assert (await fresh.delete(f"/api/sessions/{earlier}")).status_code == 204
+                return
             while True:
                 held = await held_sessions(sessions)
                 if set(held) == {earlier} and b'"renamed"' in held[earlier]:
