@@ -3,15 +3,20 @@ import time, so tests pass their own settings."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
 from kernelbus import subjects
+from kernelbus.bounded import within
 from kernelbus.bus_kv import Bucket
 from kernelbus.bus_types import Client, Msg
+from kernelbus.errors import KernelbusError
 from kernelbus.eventpublisher import EventPublisher
 from kernelbus.startup import open_bus, open_registry, starting
 from kernelbus_api import drains, errors, metrics, openapi
@@ -25,6 +30,8 @@ from kernelbus_api.routes import kernels, kernelspecs, meta, sessions
 from kernelbus_api.sessions import Sessions
 from kernelbus_api.settings import ApiSettings
 from kernelbus_api.state import AppState
+
+log = logging.getLogger(__name__)
 
 
 async def answer_pings(
@@ -79,6 +86,19 @@ async def open_state(settings: ApiSettings, stack: AsyncExitStack) -> AppState:
     )
 
 
+async def _stop_flush(sessions: Sessions, task: asyncio.Task[None]) -> None:
+    """Stop the session flush task; one last bounded try for writes still pending (ADR 0023:
+    a replica that stops before JetStream takes them loses them)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if sessions.writes.pending():
+        try:
+            await within(sessions.flush())
+        except KernelbusError as exc:
+            log.warning("pending session writes lost at shutdown: %s", exc.message)
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,6 +111,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 app.state.kb = state
                 app.state.kb_channels = hub
                 await answer_pings(state.nc, settings.api_instance, lambda ids: _reattach(app, ids))
+                flushing = asyncio.create_task(state.sessions.flush_forever())
+                stack.push_async_callback(_stop_flush, state.sessions, flushing)
             yield
 
     prefix = settings.prefix
