@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from kernelbus import bus
+from kernelbus.errors import BusUnavailable
 
 _GONE = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError)
 WRONG_LAST_SEQUENCE = 10071
@@ -130,8 +131,15 @@ def kv_subject(bucket: str, key: str = "") -> str:
 
 
 async def kv_keys(js: JetStreamContext, bucket: str) -> list[str]:
-    """The keys of `bucket`, from its stream's subjects (see `Bucket.keys`)."""
+    """The keys of `bucket`, from its stream's subjects (see `Bucket.keys`).
+
+    `BusUnavailable` when the answer names no stream leader: in a cluster whose stream is
+    electing one (ADR 0023), a replica answers from its own store, which nobody writes
+    meanwhile, and there a bucket with a TTL (worker heartbeats) soon looks empty.
+    """
     prefix = kv_subject(bucket)
     info = await js.stream_info(kv_stream(bucket), subjects_filter=f"{prefix}>")
+    if info.cluster is not None and not info.cluster.leader:
+        raise BusUnavailable(f"the {bucket} bucket's stream has no leader")
     subjects = info.state.subjects or {}
     return sorted(s[len(prefix) :] for s in subjects if s.startswith(prefix))

@@ -44,6 +44,12 @@ def _translated(
     return translated
 
 
+WORKERS_KEEP = 60.0
+"""Seconds the last worker list is served while the workers bucket has no stream leader
+(ADR 0023): longer than an election (4-9 s, and more on a loaded host), during which no
+heartbeat can be written. A worker gone meanwhile is skipped by placement (no responder)."""
+
+
 @dataclass
 class Registry:
     kernels: KeyValue
@@ -55,7 +61,7 @@ class Registry:
     connected: Callable[[], bool] = field(default=lambda: True, compare=False)
     """Whether the connection is up, to tell `BusUnavailable` from `BusTimeout`."""
     workers_seen: LastGood[list[WorkerHeartbeat]] = field(
-        default_factory=lambda: LastGood(keep=subjects.WORKER_TTL), compare=False
+        default_factory=lambda: LastGood(keep=WORKERS_KEEP), compare=False
     )
     """The last worker list, served while the workers bucket elects a leader (ADR 0023)."""
 

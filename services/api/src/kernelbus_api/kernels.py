@@ -153,24 +153,30 @@ class Kernels:
         self, workers: list[WorkerHeartbeat], command: StartKernel, timeout: float
     ) -> KernelReply:
         """Send the start to the least-loaded worker; one that refuses it as full (it counts
-        its running and in-flight starts, whichever api replica placed them) is left out and
-        the next one is asked. None left → `NoWorkerAvailable` (503, safe to retry)."""
+        its running and in-flight starts, whichever api replica placed them), or that nobody
+        answers for (gone since its last heartbeat; the list may be the last good one during
+        a leader election, ADR 0023), is left out and the next one is asked: nothing was
+        started. None left → `NoWorkerAvailable` (503, safe to retry)."""
         while True:
             # No await between choosing and counting the start: a burst sees every earlier one.
             worker = self.placements.choose(workers, command.kernel_name)
             try:
                 with self.placements.placed(worker.worker_id, command.kernel_name):
                     return await self._send_start(worker.worker_id, command, timeout)
-            except CapacityExceeded:
+            except (CapacityExceeded, NoWorkerAvailable) as exc:
+                full = isinstance(exc, CapacityExceeded)
                 log.info(
-                    "worker %s is full: placing the start elsewhere",
+                    "worker %s %s: placing the start elsewhere",
                     worker.worker_id,
+                    "is full" if full else "did not answer (no responder)",
                     extra={"kernel_id": command.kernel_id, "worker_id": worker.worker_id},
                 )
                 workers = [w for w in workers if w.worker_id != worker.worker_id]
                 if not any(w.has_spec(command.kernel_name) for w in workers):
                     raise NoWorkerAvailable(
                         f"every kernel worker that runs {command.kernel_name} is full"
+                        if full
+                        else "no kernel worker is available; try again later"
                     ) from None
 
     @contextlib.asynccontextmanager
