@@ -25,6 +25,9 @@ that follows it; a worker that cannot write for longer than that is not answerin
 
 
 class Gone(Enum):
+    """What this replica knows of a kernel or session it removed: gone (also
+    `sessionwrites`)."""
+
     GONE = "gone"
 
 

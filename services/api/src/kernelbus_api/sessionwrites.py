@@ -14,20 +14,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Generic, TypeVar
+
+from kernelbus_api.recent import GONE, Gone
+
+__all__ = ["GONE", "KEEP", "Gone", "SessionWrites"]
 
 V = TypeVar("V")
 
 KEEP = 60.0
 """Seconds a note lasts after its write landed: far longer than a leader election (4-9 s)."""
-
-
-class Gone(Enum):
-    GONE = "gone"
-
-
-GONE = Gone.GONE
 
 
 @dataclass
