@@ -300,6 +300,10 @@ class KernelBridge:
             replied = await self._kernel_info_round(min(1.0, remaining))
             if replied and self._iopub_seen.is_set():
                 self._probes.clear()
+                assert self.sockets is not None
+                late = await self.sockets.handshakes(max(0.0, deadline - time.monotonic()))
+                if late:
+                    self.log.warning("no ZMQ handshake on %s yet; going on", ", ".join(late))
                 return
             if not await alive():
                 raise KernelExited("kernel process exited during start")

@@ -8,6 +8,7 @@ everything. Messages cross as parts after the delimiter and signature:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from typing import Any
@@ -19,6 +20,8 @@ from jupyter_client.session import Session
 DELIMITER = b"<IDS|MSG>"
 CHANNELS = ("shell", "control", "stdin", "iopub")
 _TYPES = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "iopub": zmq.SUB}
+UNPROBED = ("stdin", "control")
+"""Channels the readiness probe (kernel_info on shell, its statuses on iopub) does not prove."""
 
 
 class KernelSockets:
@@ -29,6 +32,7 @@ class KernelSockets:
         self.session = session
         identity = stable_identity(info)
         self.sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._handshakes: dict[str, zmq.asyncio.Socket] = {}
         for channel in CHANNELS:
             sock = context.socket(_TYPES[channel])
             sock.linger = 0
@@ -36,8 +40,38 @@ class KernelSockets:
                 sock.identity = identity
             if channel == "iopub":
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
+            if channel in UNPROBED:
+                # Before connecting, so that the event cannot be missed.
+                self._handshakes[channel] = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
             sock.connect(_url(info, channel))
             self.sockets[channel] = sock
+
+    async def handshakes(self, timeout: float) -> list[str]:
+        """Until stdin and control completed their ZMQ handshake with the kernel (`timeout`
+        for all); returns the channels that did not. The readiness probe proves shell and
+        iopub only: a DEALER whose first connect came before the kernel bound its port retries
+        after an interval, and until then the kernel's ROUTER drops what it sends there (an
+        `input_request` right after a start was lost so, 1 run in ~10)."""
+        late = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        for channel in list(self._handshakes):
+            monitor = self._handshakes[channel]
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            try:
+                await asyncio.wait_for(monitor.recv_multipart(), left)
+            except TimeoutError:
+                late.append(channel)
+            self._stop_monitor(channel)
+        return late
+
+    def _stop_monitor(self, channel: str) -> None:
+        monitor = self._handshakes.pop(channel, None)
+        if monitor is None:
+            return
+        sock = self.sockets.get(channel)
+        if sock is not None and not sock.closed:
+            sock.disable_monitor()
+        monitor.close(linger=0)
 
     async def send(self, channel: str, parts: list[bytes]) -> None:
         """Sign the four JSON parts and send them unchanged, buffers after them."""
@@ -62,6 +96,8 @@ class KernelSockets:
         return bool(int(events) & zmq.POLLIN)
 
     def close(self) -> None:
+        for channel in list(self._handshakes):
+            self._stop_monitor(channel)
         for sock in self.sockets.values():
             sock.close(linger=0)
         self.sockets.clear()
