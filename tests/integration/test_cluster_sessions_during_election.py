@@ -20,27 +20,16 @@ not renamed, and nothing else), while the lost session's kernel runs on and a ne
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
-from cluster_support import (
-    every_stream_led,
-    jetstream_ready,
-    lead_on,
-    registry_leader,
-    stream_leader,
-)
+from cluster_support import every_stream_led, quorumless
 
 from kernelbus import subjects
 from kernelbus.bus_kv import Bucket, kv_stream
-from kernelbus.natscluster import start_cluster
-from kernelbus.testing.plugin import Services
-from kernelbus_worker.sim.provisioner import SPEC_NAME, write_kernelspec
+from kernelbus_worker.sim.provisioner import SPEC_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -76,33 +65,12 @@ async def test_sessions_go_on_while_their_stream_has_no_leader(
     tmp_path: Path, api_dies: bool
 ) -> None:
     TOOK.clear()
-    cluster = start_cluster(tmp_path / "cluster", 3)
-    services = Services(tmp_path, cluster.urls)
-    paused = None
-    nc = await jetstream_ready(cluster)
-    try:
-        leader = await registry_leader(nc)
-        victim = cluster.nodes[leader]
-        victim_name = f"{cluster.name}-{leader}"
-        kept = cluster.nodes[(leader + 1) % 3]
-        third = cluster.nodes[(leader + 2) % 3]
-        assert await lead_on(nc, SESSIONS, victim_name), "the sessions stream did not move"
-        assert await stream_leader(nc, KERNELS) == victim_name
-        await nc.close()
-        # The test's own connection, worker and api are on the node that stays up.
-        nc = await nats.connect(servers=[kept.url])
-        write_kernelspec(tmp_path / "jupyter")
-        worker_env = {
-            "JUPYTER_PATH": str(tmp_path / "jupyter"),
-            "KERNELBUS_WORKER_ID": f"sess-{uuid.uuid4().hex[:8]}",
-        }
-        services.worker(env=worker_env, nats_url=kept.url)
-        api = services.api(nats_url=kept.url)
+    async with quorumless(tmp_path, move_to_victim=(SESSIONS,), required=(SESSIONS,)) as arranged:
+        nc, api, services = arranged.nc, arranged.api, arranged.services
         sessions = await Bucket.open(nc, subjects.SESSIONS_BUCKET)
 
         async def leaderless() -> None:
-            assert await stream_leader(nc, SESSIONS) is None, "the sessions stream has a leader"
-            assert await stream_leader(nc, KERNELS) is None, "the kernels stream has a leader"
+            await arranged.leaderless(SESSIONS, KERNELS)
 
         async with httpx.AsyncClient(base_url=api.url, headers=api.headers, timeout=60) as http:
             # Created and listed with a leader: also the api's last good listing.
@@ -115,11 +83,7 @@ async def test_sessions_go_on_while_their_stream_has_no_leader(
             listed = await http.get("/api/sessions")
             assert [s["id"] for s in listed.json()] == [earlier], listed.text
 
-            paused = third.process
-            paused.send_signal(signal.SIGSTOP)
-            victim.process.kill()
-            victim.process.wait()
-            killed_at = time.monotonic()
+            killed_at = arranged.lose_quorum()
 
             await leaderless()
             created = await timed(
@@ -184,16 +148,13 @@ async def test_sessions_go_on_while_their_stream_has_no_leader(
                 await leaderless()
 
             # The third node resumes: the two elect leaders; the pending writes land.
-            paused.send_signal(signal.SIGCONT)
-            paused = None
+            arranged.resume()
             deadline = time.monotonic() + 90
-            while await stream_leader(nc, SESSIONS) is None:
-                assert time.monotonic() < deadline, "no leader elected within 90 s"
-                await asyncio.sleep(0.2)
+            await arranged.until_led(SESSIONS, deadline)
             print(f"a leader elected {time.monotonic() - killed_at:.2f} s after the kill")
             if api_dies:
                 await every_stream_led(nc)
-                successor = services.api(nats_url=kept.url)
+                successor = services.api(nats_url=arranged.kept.url)
                 async with httpx.AsyncClient(
                     base_url=successor.url, headers=successor.headers, timeout=60
                 ) as fresh:
@@ -220,9 +181,3 @@ async def test_sessions_go_on_while_their_stream_has_no_leader(
             assert [(s["id"], s["name"]) for s in listed.json()] == [(earlier, "renamed")]
             assert (await http.delete(f"/api/sessions/{earlier}")).status_code == 204
             assert await held_sessions(sessions) == {}
-    finally:
-        if paused is not None:
-            paused.send_signal(signal.SIGCONT)
-        await nc.close()
-        services.stop_all()
-        cluster.stop()

@@ -22,29 +22,18 @@ in the runtime dir, writes it, removes the deleted kernels' records, and the ker
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 from channels_support import open_socket
-from cluster_support import (
-    every_stream_led,
-    jetstream_ready,
-    lead_on,
-    registry_leader,
-    stream_leader,
-)
+from cluster_support import every_stream_led, quorumless, stream_leader
 
 from kernelbus import subjects
 from kernelbus.bus_kv import Bucket, kv_stream
 from kernelbus.models import KernelRecord
-from kernelbus.natscluster import start_cluster
-from kernelbus.testing.plugin import Services
-from kernelbus_worker.sim.provisioner import SPEC_NAME, write_kernelspec
+from kernelbus_worker.sim.provisioner import SPEC_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -56,35 +45,13 @@ WORKERS = kv_stream(subjects.WORKERS_BUCKET)
 async def test_rest_writes_go_on_while_the_registry_stream_has_no_leader(
     tmp_path: Path, crash: bool
 ) -> None:
-    cluster = start_cluster(tmp_path / "cluster", 3)
-    services = Services(tmp_path, cluster.urls)
-    paused = None
-    nc = await jetstream_ready(cluster)
-    try:
-        leader = await registry_leader(nc)
-        victim = cluster.nodes[leader]
-        victim_name = f"{cluster.name}-{leader}"
-        kept = cluster.nodes[(leader + 1) % 3]
-        third = cluster.nodes[(leader + 2) % 3]
-        workers_too = await lead_on(nc, WORKERS, victim_name)
-        print(f"\nthe workers bucket is led by the victim too: {workers_too}")
-        assert await stream_leader(nc, KERNELS) == victim_name
-        await nc.close()
-        # The test's own connection, worker and api are on the node that stays up.
-        nc = await nats.connect(servers=[kept.url])
-        write_kernelspec(tmp_path / "jupyter")
-        worker_env = {
-            "JUPYTER_PATH": str(tmp_path / "jupyter"),
-            "KERNELBUS_WORKER_ID": f"elect-{uuid.uuid4().hex[:8]}",
-        }
-        worker = services.worker(env=worker_env, nats_url=kept.url)
-        api = services.api(nats_url=kept.url)
+    async with quorumless(tmp_path, move_to_victim=(WORKERS,)) as arranged:
+        nc, api, services = arranged.nc, arranged.api, arranged.services
+        workers_too = await stream_leader(nc, WORKERS) == await stream_leader(nc, KERNELS)
         kernels = await Bucket.open(nc, subjects.KERNELS_BUCKET)
 
         async def leaderless() -> None:
-            assert await stream_leader(nc, KERNELS) is None, "the kernels stream has a leader"
-            if workers_too:
-                assert await stream_leader(nc, WORKERS) is None, "the workers stream has a leader"
+            await arranged.leaderless(KERNELS, *((WORKERS,) if workers_too else ()))
 
         async with httpx.AsyncClient(base_url=api.url, headers=api.headers, timeout=60) as http:
             # Started with a leader: also what the api's worker and drain lists were last.
@@ -92,11 +59,7 @@ async def test_rest_writes_go_on_while_the_registry_stream_has_no_leader(
             assert before.status_code == 201, before.text
             earlier = before.json()["id"]
 
-            paused = third.process
-            paused.send_signal(signal.SIGSTOP)
-            victim.process.kill()
-            victim.process.wait()
-            killed_at = time.monotonic()
+            killed_at = arranged.lose_quorum()
 
             await leaderless()
             started = await http.post("/api/kernels", json={"name": "python3"})
@@ -144,19 +107,16 @@ async def test_rest_writes_go_on_while_the_registry_stream_has_no_leader(
             print(f"every call done without a leader, {time.monotonic() - killed_at:.2f} s")
 
             if crash:
-                worker.kill()  # its writes are pending: in its memory and its runtime dir
+                arranged.worker.kill()  # its writes are pending: in its memory and runtime dir
                 await leaderless()
             # The third node resumes: the two elect leaders; the pending writes land.
-            paused.send_signal(signal.SIGCONT)
-            paused = None
+            arranged.resume()
             deadline = time.monotonic() + 90
-            while await stream_leader(nc, KERNELS) is None:
-                assert time.monotonic() < deadline, "no leader elected within 90 s"
-                await asyncio.sleep(0.2)
+            await arranged.until_led(KERNELS, deadline)
             print(f"a leader elected {time.monotonic() - killed_at:.2f} s after the kill")
             if crash:
                 await every_stream_led(nc)  # a worker starts only with JetStream whole
-                successor = services.worker(env=worker_env, nats_url=kept.url)
+                successor = services.worker(env=arranged.worker_env, nats_url=arranged.kept.url)
                 assert "re-adopted kernel" in successor.log(), successor.log()
             while True:
                 held = {k: await kernels.get(k) is not None for k in (new, brief, earlier)}
@@ -180,9 +140,3 @@ async def test_rest_writes_go_on_while_the_registry_stream_has_no_leader(
             ids = {k["id"] for k in listed.json()}
             assert new in ids and brief not in ids and earlier not in ids, ids
             assert (await http.delete(f"/api/kernels/{new}")).status_code == 204
-    finally:
-        if paused is not None:
-            paused.send_signal(signal.SIGCONT)
-        await nc.close()
-        services.stop_all()
-        cluster.stop()

@@ -10,17 +10,13 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-import zmq.asyncio
-from jupyter_client.manager import AsyncKernelManager
+from worker_unit_support import unbridged_kernel
 
 from kernelbus.bounded import within
 from kernelbus.errors import BusTimeout, BusUnavailable, KernelbusError
 from kernelbus.models import KernelRecord
 from kernelbus.registry import Registry
-from kernelbus_worker.kernel import ManagedKernel
-from kernelbus_worker.outbox import Outbox
 from kernelbus_worker.records import KernelRecords
-from kernelbus_worker.settings import WorkerSettings
 
 
 class ElectingRegistry:
@@ -51,15 +47,7 @@ class ElectingRegistry:
         self.records.pop(kernel_id, None)
 
 
-def kernel(kernel_id: str = "k1") -> ManagedKernel:
-    record = KernelRecord(id=kernel_id, name="python3", worker_id="w1")
-    return ManagedKernel(
-        record,
-        AsyncKernelManager(),
-        WorkerSettings(id="w1"),
-        cast(Outbox, None),
-        cast(zmq.asyncio.Context, None),
-    )
+kernel = unbridged_kernel
 
 
 def records() -> tuple[KernelRecords, ElectingRegistry]:

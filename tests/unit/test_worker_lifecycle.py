@@ -8,16 +8,12 @@ import json
 from typing import cast
 
 import pytest
-import zmq.asyncio
-from jupyter_client.manager import AsyncKernelManager
+from worker_unit_support import unbridged_kernel
 
 from kernelbus.models import KernelRecord
 from kernelbus.registry import Registry
-from kernelbus_worker.kernel import ManagedKernel
 from kernelbus_worker.lifecycle import TRANSITIONS, Lifecycle, LifecycleError, check_transition
-from kernelbus_worker.outbox import Outbox
 from kernelbus_worker.records import KernelRecords
-from kernelbus_worker.settings import WorkerSettings
 
 L = Lifecycle
 
@@ -33,16 +29,7 @@ class FakeRegistry:
         self.written.append(record.model_copy())
 
 
-def kernel() -> ManagedKernel:
-    record = KernelRecord(id="k1", name="python3", worker_id="w1")
-    # The bridge's sockets and publishing are never used here.
-    return ManagedKernel(
-        record,
-        AsyncKernelManager(),
-        WorkerSettings(id="w1"),
-        cast(Outbox, None),
-        cast(zmq.asyncio.Context, None),
-    )
+kernel = unbridged_kernel
 
 
 def records() -> tuple[KernelRecords, FakeRegistry]:
