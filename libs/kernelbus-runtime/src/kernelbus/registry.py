@@ -241,6 +241,16 @@ class Registry:
                 continue
         return counts
 
+    @_translated
+    async def connection_replicas(self) -> dict[str, set[str]]:
+        """kernel_id -> the api replicas that recorded open websockets on it."""
+        replicas: dict[str, set[str]] = {}
+        for key in await kv_keys(self.js, subjects.CONNECTIONS_BUCKET):
+            kernel_id, _, api_instance = key.partition(".")
+            if api_instance:
+                replicas.setdefault(kernel_id, set()).add(api_instance)
+        return replicas
+
     async def connections_of(self, kernel_id: str) -> int:
         return (await self.connection_counts()).get(kernel_id, 0)
 

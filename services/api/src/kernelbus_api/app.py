@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 
 
 async def answer_pings(
-    nc: Client, api_instance: str, reattach: Callable[[list[str]], None] = lambda ids: None
+    nc: Client,
+    api_instance: str,
+    reattach: Callable[[list[str]], None] = lambda ids: None,
+    reattach_kernels: Callable[[list[str]], None] = lambda ids: None,
 ) -> None:
     """Workers ping each api replica that holds websockets: no responder means it died, and
     they start keeping its clients' output for their reconnect (see kernelbus_worker.liveness).
@@ -43,17 +46,22 @@ async def answer_pings(
     A worker back from its own reconnect asks with `{"reattach": [conn_id, ...]}`: those of
     its connections that are still open are re-attached, so it sends what it held for them
     (this replica may never have lost the bus: in a cluster only the worker's node died).
+    A worker that re-adopted a crashed worker's kernels asks with `{"reattach_kernels":
+    [kernel_id, ...]}`: every websocket open here on those kernels is re-attached.
     """
 
     async def pong(msg: Msg) -> None:
         await msg.respond(b"")
         if msg.data:
             try:
-                ids = json.loads(msg.data).get("reattach", [])
+                asked = json.loads(msg.data)
+                conn_ids, kernel_ids = asked.get("reattach", []), asked.get("reattach_kernels", [])
             except (ValueError, AttributeError, RecursionError):
                 return
-            if isinstance(ids, list):
-                reattach([str(i) for i in ids])
+            if isinstance(conn_ids, list) and conn_ids:
+                reattach([str(i) for i in conn_ids])
+            if isinstance(kernel_ids, list) and kernel_ids:
+                reattach_kernels([str(i) for i in kernel_ids])
 
     await nc.subscribe(subjects.api_ping(api_instance), cb=pong)
 
@@ -62,6 +70,12 @@ def _reattach(app: FastAPI, conn_ids: list[str]) -> None:
     hub = getattr(app.state, "kb_channels", None)  # created with the first websocket
     if hub is not None:
         hub.reattach(conn_ids)
+
+
+def _reattach_kernels(app: FastAPI, kernel_ids: list[str]) -> None:
+    hub = getattr(app.state, "kb_channels", None)
+    if hub is not None:
+        hub.reattach_kernels(kernel_ids)
 
 
 async def open_state(settings: ApiSettings, stack: AsyncExitStack) -> AppState:
@@ -110,7 +124,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 await hub.start()
                 app.state.kb = state
                 app.state.kb_channels = hub
-                await answer_pings(state.nc, settings.api_instance, lambda ids: _reattach(app, ids))
+                await answer_pings(
+                    state.nc,
+                    settings.api_instance,
+                    lambda ids: _reattach(app, ids),
+                    lambda ids: _reattach_kernels(app, ids),
+                )
                 flushing = asyncio.create_task(state.sessions.flush_forever())
                 stack.push_async_callback(_stop_flush, state.sessions, flushing)
             yield

@@ -156,6 +156,7 @@ async def reattach(factory: KernelFactory, record: KernelRecord, timeout: float)
     """The running kernel `record` describes, with its bridge reconnected; raises if gone."""
     kernel = factory.new(record)
     kernel.bridge.readopted = True
+    kernel.connections.buffer_unclaimed()  # before the keeper's backfill: it is owed too
     await restore_manager(kernel.km, record)
     if not await kernel.km.is_alive():
         raise RuntimeError("the kernel process is gone")

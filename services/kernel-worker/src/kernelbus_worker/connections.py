@@ -16,6 +16,10 @@ from kernelbus_worker.routing import Hold, RecentFrames, ReplayBuffer
 
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
+ANY_SESSION = "\x00any"
+"""The session of a replay buffer a re-adopted kernel keeps until its first attach: its
+predecessor's connections are not known here, so whichever comes first is owed it."""
+
 SESSION_HISTORY = 1000
 """How many conn_id -> session_id pairs are remembered (also after a detach), so that a
 reply to a request of a closed connection still finds its session's new connection."""
@@ -101,7 +105,7 @@ class ConnectionTable:
             self._sessions.popitem(last=False)
         owed: list[bytes] = []
         if self.buffer is not None:
-            if self.buffer.session_id == session_id:
+            if self.buffer.session_id in (session_id, ANY_SESSION):
                 owed = self.buffer.drain()
                 self.log.info("Replaying %d buffered messages", len(owed))
             else:
@@ -112,6 +116,14 @@ class ConnectionTable:
                 )
             self.buffer = None
         return owed
+
+    def buffer_unclaimed(self) -> None:
+        """A re-adopted kernel: its clients were attached to the crashed worker, unknown here.
+        Until one attaches, keep what the kernel sends for it (an api replica that dies before
+        its websockets re-attach here would otherwise leave that output to nobody): the first
+        attach, of whatever session, is owed it; its api drops what it already delivered."""
+        if not self.attached and self.buffer is None:
+            self._start_buffering(ANY_SESSION)
 
     def detach(self, conn_id: str) -> None:
         """A websocket closed; the last one to close starts buffering for its session."""
@@ -193,6 +205,8 @@ class ConnectionTable:
                 # Attached to this kernel's previous worker (this one re-adopted the kernel):
                 # the websocket is still open at its api replica, which listens on its subject.
                 target = conn_id
+                if self.buffer is not None and self.buffer.session_id == ANY_SESSION:
+                    self.buffer.add(frame)  # unless that replica is gone too
         if target is not None:
             self.recent.add(target, frame)
         elif self.buffer is not None and self._sessions.get(conn_id) == self.buffer.session_id:

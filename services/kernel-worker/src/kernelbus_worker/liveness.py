@@ -83,6 +83,22 @@ class ApiLiveness:
             if not await bus.ping(self.nc, subject, self.timeout, payload):
                 log.info("api %s did not answer the request to re-attach", instance)
 
+    async def reclaim(self, replicas: dict[str, set[str]], kernel_ids: list[str]) -> None:
+        """After re-adopting `kernel_ids` (their websockets were attached to the crashed
+        worker, unknown here): ask each api replica that recorded websockets on them
+        (`replicas`, from the registry) to re-attach those (`{"reattach_kernels": [...]}`).
+        From then on this worker knows their sessions and replicas, so that it keeps their
+        output if such a replica dies too (ADR 0008); until then the kernels' unclaimed
+        buffers keep it (`ConnectionTable.buffer_unclaimed`)."""
+        wanted: dict[str, list[str]] = {}
+        for kernel_id in kernel_ids:
+            for instance in replicas.get(kernel_id, ()):
+                wanted.setdefault(instance, []).append(kernel_id)
+        for instance, kernels in wanted.items():
+            payload = json.dumps({"reattach_kernels": kernels}).encode()
+            if not await bus.ping(self.nc, subjects.api_ping(instance), self.timeout, payload):
+                log.info("api %s did not answer the request to re-attach", instance)
+
     async def alive(self, instance: str) -> bool:
         """False only when the replica is certainly gone (no responder); slow counts as alive."""
         asked = time.monotonic()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from kernelbus import bus, events, subjects
+from kernelbus.errors import KernelbusError
 from kernelbus.eventpublisher import EventPublisher
 from kernelbus.registry import Registry
 from kernelbus.startup import open_bus, open_registry, starting, stop_on_signals
@@ -76,6 +77,7 @@ async def _start(settings: WorkerSettings, stack: contextlib.AsyncExitStack) -> 
     await registry.put_heartbeat(heartbeat(settings, supervisor, catalog, started_at))
     running.loops = [_heartbeats(settings, registry, supervisor, catalog, connectivity, started_at)]
     await supervisor.adopt_orphans()
+    await _reclaim(registry, liveness, list(supervisor.kernels))
     await supervisor.reap_leftovers()
     supervisor.load_changed.set()  # the re-adopted kernels, in the next heartbeat at once
     await publisher.emit(events.WORKER_STARTED, _worker_event(settings, []))
@@ -83,6 +85,18 @@ async def _start(settings: WorkerSettings, stack: contextlib.AsyncExitStack) -> 
     log.info("kernel-worker ready", extra={"worker_id": settings.id})
     running.loops += _loops(settings, supervisor, liveness, connectivity)
     running.server = await httpserver.start(settings, supervisor)
+
+
+async def _reclaim(registry: Registry, liveness: ApiLiveness, adopted: list[str]) -> None:
+    """The re-adopted kernels' websockets re-attach here (`ApiLiveness.reclaim`)."""
+    if not adopted:
+        return
+    try:
+        replicas = await registry.connection_replicas()
+    except KernelbusError as exc:
+        log.warning("cannot ask api replicas to re-attach: %s", exc)
+        return
+    await liveness.reclaim(replicas, adopted)
 
 
 def _follow_connectivity(

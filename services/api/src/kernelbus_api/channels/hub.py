@@ -92,6 +92,15 @@ class Hub:
             if conn.conn_id in wanted and conn.conn_id not in self._reattaching:
                 self._start_reattach(conn)
 
+    def reattach_kernels(self, kernel_ids: list[str]) -> None:
+        """A worker re-adopted these kernels from a crashed one: every websocket open here on
+        them is re-attached, so that it knows them (and keeps their output if this replica
+        dies too)."""
+        wanted = set(kernel_ids)
+        for conn in list(self.open_connections):
+            if conn.kernel_id in wanted and conn.conn_id not in self._reattaching:
+                self._start_reattach(conn)
+
     def _start_reattach(self, conn: Connection) -> None:
         task = asyncio.create_task(self._reattach(conn))
         self._tasks.add(task)
