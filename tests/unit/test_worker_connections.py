@@ -157,6 +157,35 @@ def test_a_lost_replica_owes_its_clients_session_what_was_sent_since_its_last_si
     assert t.attach("c9", "s2") == [b"broadcast", b"to other"]
 
 
+def test_a_readopted_kernel_keeps_its_output_for_the_first_attach_of_any_session() -> None:
+    """Its predecessor's clients are unknown here: whichever attaches first is owed it."""
+    t = table()
+    t.buffer_unclaimed()
+    t.note_iopub(b"printed")
+    assert t.reply_target("theirs", b"reply") == "theirs"  # still sent to its replica
+    t.check()
+    assert t.attach("c1", "any-session") == [b"printed", b"reply"]
+    assert t.buffer is None
+    t.buffer_unclaimed()  # attached: nothing to keep
+    assert t.buffer is None
+
+
+def test_frames_replayed_at_an_attach_are_owed_again_if_that_replica_dies() -> None:
+    """The replay went to a replica that died before its client got it: the session's next
+    connection is owed the replay too, then what followed, in order."""
+    t = table()
+    t.attach("c1", "s1", "api-a")
+    t.detach("c1")
+    t.note_iopub(b"one")
+    t.note_iopub(b"two")
+    before = time.monotonic()
+    assert t.attach("c2", "s1", "api-a") == [b"one", b"two"]
+    t.note_iopub(b"three")
+    t.drop_lost(["c2"], since=before)
+    t.check()
+    assert t.attach("c3", "s1", "api-b") == [b"one", b"two", b"three"]
+
+
 def test_during_an_outage_output_is_held_then_caught_up_in_order() -> None:
     t = table()
     t.attach("c1", "s1", "api-a", now=10.0)

@@ -108,6 +108,8 @@ class ConnectionTable:
             if self.buffer.session_id in (session_id, ANY_SESSION):
                 owed = self.buffer.drain()
                 self.log.info("Replaying %d buffered messages", len(owed))
+                for frame in owed:  # sent now: owed again if this replica dies too
+                    self.recent.add(conn_id, frame, now=at)
             else:
                 self.log.info(
                     "Discarding %d buffered messages for %s",
