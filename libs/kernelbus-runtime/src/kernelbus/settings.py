@@ -1,5 +1,6 @@
-"""Settings shared by every service: how to reach NATS. Each service subclasses this with its
-own env prefix (`KERNELBUS_API_`, `KERNELBUS_WORKER_`, ...); `NATS_URL` is read by all."""
+"""Settings shared by every service: how to reach NATS, logging, memory. Each service
+subclasses this with its own env prefix (`KERNELBUS_API_`, `KERNELBUS_WORKER_`, ...);
+`NATS_URL` is read by all."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kernelbus.memory import DEFAULT_KEEP_BYTES
 
 
 class BusSettings(BaseSettings):
@@ -55,6 +58,14 @@ class BusSettings(BaseSettings):
         le=10_000,
         validation_alias=AliasChoices("NATS_CONNECT_ATTEMPTS", "KERNELBUS_NATS_CONNECT_ATTEMPTS"),
         description="Attempts of the initial connect, 0.5 s apart (compose starts NATS alongside).",
+    )
+    malloc_keep_bytes: int = Field(
+        default=DEFAULT_KEEP_BYTES,
+        ge=0,
+        le=1 << 34,
+        validation_alias=AliasChoices("KERNELBUS_MALLOC_KEEP_BYTES"),
+        description="Freed heap the api, worker and iopub keeper keep for the next large "
+        "message instead of returning it at once (glibc; 0: the C library's defaults).",
     )
     log_format: str = Field(
         default="text",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from kernelbus.logs import setup_logging
+from kernelbus.memory import keep_freed_memory
 from kernelbus.quickexit import skip_final_collection
 from kernelbus.settings import load_settings
 from kernelbus.telemetry import setup_tracing
@@ -17,6 +18,7 @@ def main() -> None:
     settings = load_settings(ApiSettings, "kernelbus-api")
     setup_logging(settings.log_format, settings.log_level)
     skip_final_collection()
+    keep_freed_memory(settings.malloc_keep_bytes)
     setup_tracing("kernelbus-api")
     uvicorn.run(
         create_app(settings),

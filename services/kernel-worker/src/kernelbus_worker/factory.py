@@ -39,7 +39,10 @@ class KernelFactory:
         self.keeper: KeeperClient | None = None
         if settings.iopub_keeper and settings.runtime_dir:
             self.keeper = KeeperClient(
-                self._runtime_dir(), settings.iopub_keeper_window, settings.id
+                self._runtime_dir(),
+                settings.iopub_keeper_window,
+                settings.id,
+                malloc_keep_bytes=settings.malloc_keep_bytes,
             )
         if settings.kernel_transport == "ipc":
             longest = self._runtime_dir() / f"kernel-{'x' * 36}-ipc-99999"

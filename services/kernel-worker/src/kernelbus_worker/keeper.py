@@ -38,6 +38,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from kernelbus.memory import DEFAULT_KEEP_BYTES, keep_freed_memory
 from kernelbus.processes import pid_running
 
 log = logging.getLogger("kernelbus_worker.keeper")
@@ -272,10 +273,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--idle", type=float, default=30.0)
+    parser.add_argument("--malloc-keep-bytes", type=int, default=DEFAULT_KEEP_BYTES)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s iopub-keeper %(message)s"
     )
+    keep_freed_memory(args.malloc_keep_bytes)
     asyncio.run(run(args.runtime_dir.resolve(), args.window, args.max_bytes, args.idle))
 
 

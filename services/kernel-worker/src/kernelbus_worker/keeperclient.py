@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kernelbus.memory import DEFAULT_KEEP_BYTES
 from kernelbus_worker.keeper import MODULE, SOCKET_NAME, read_message, write_message
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,16 @@ class KeeperUnavailable(Exception):
 
 class KeeperClient:
     def __init__(
-        self, runtime_dir: Path, window: float, worker_id: str, start_timeout: float = 10.0
+        self,
+        runtime_dir: Path,
+        window: float,
+        worker_id: str,
+        start_timeout: float = 10.0,
+        malloc_keep_bytes: int = DEFAULT_KEEP_BYTES,
     ) -> None:
         self.runtime_dir = runtime_dir
         self.window = window
+        self.malloc_keep_bytes = malloc_keep_bytes
         self.worker_id = worker_id
         self.start_timeout = start_timeout
         self._dir_fd: int | None = None
@@ -88,6 +95,8 @@ class KeeperClient:
             str(self.runtime_dir),
             "--window",
             str(self.window),
+            "--malloc-keep-bytes",
+            str(self.malloc_keep_bytes),
         ]
         with open(self.runtime_dir / "iopub-keeper.log", "ab") as out:
             self._spawned = subprocess.Popen(
