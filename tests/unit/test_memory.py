@@ -57,5 +57,5 @@ def test_zero_leaves_the_c_library_alone() -> None:
 
 
 def test_a_negative_amount_is_refused_by_the_settings() -> None:
-    with pytest.raises(ValueError, match="malloc_keep_bytes|KERNELBUS_MALLOC_KEEP_BYTES"):
+    with pytest.raises(ValueError, match=r"malloc_keep_bytes|KERNELBUS_MALLOC_KEEP_BYTES"):
         BusSettings.model_validate({"KERNELBUS_MALLOC_KEEP_BYTES": -1})

@@ -302,3 +302,14 @@ def test_check_reports_a_broken_invariant() -> None:
     t._sessions["c1"] = "another"
     with pytest.raises(AssertionError):
         t.check()
+
+
+def test_a_gone_kernel_keeps_no_frames() -> None:
+    t = table()
+    t.attach("c1", "s1")
+    t.note_iopub(b"sent")
+    t.detach("c1")
+    t.note_iopub(b"buffered")
+    t.drop_frames()
+    t.check()
+    assert t.buffer is None and t.hold is None and t.sent_to("c1", 0.0) == []

@@ -148,6 +148,13 @@ class ConnectionTable:
                 if target is None or target in lost:
                     self.buffer.add(frame, now=at)
 
+    def drop_frames(self) -> None:
+        """The kernel is gone: what it sent is owed to nobody any more (and its large
+        messages are not kept until a garbage collection finds the kernel)."""
+        self.recent = RecentFrames(self.limits.recent_window)
+        self.buffer = None
+        self.hold = None
+
     def knows(self, conn_id: str) -> bool:
         """`conn_id` attached to this kernel here (now or lately)."""
         return conn_id in self._sessions

@@ -38,7 +38,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from kernelbus.memory import DEFAULT_KEEP_BYTES, keep_freed_memory
+from kernelbus.memory import DEFAULT_KEEP_BYTES, keep_freed_memory, release_freed_memory
 from kernelbus.processes import pid_running
 
 log = logging.getLogger("kernelbus_worker.keeper")
@@ -85,8 +85,10 @@ class Watched:
 
     def close(self) -> None:
         if self.task is not None:
-            self.task.cancel()
+            self.task.cancel()  # the task and this object refer to each other: a cycle
         self.socket.close(linger=0)
+        self.ring.clear()  # so the frames go now, not at the next garbage collection
+        self.size = 0
 
 
 def iopub_url(info: dict[str, Any]) -> str:
@@ -115,6 +117,8 @@ class Keeper:
         self.kernels: dict[str, Watched] = {}
         self.stopped = asyncio.Event()
         self._empty_since = time.monotonic()
+        self._forgotten = False
+        """A kernel was dropped since the last reap: its ring's memory goes back then."""
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -130,6 +134,7 @@ class Keeper:
             watched = self.kernels.pop(str(request.get("kernel_id")), None)
             if watched is not None:
                 watched.close()
+                self._forgotten = True
             return {"ok": True}
         if op == "fetch":
             kept = self.kernels.get(str(request.get("kernel_id")))
@@ -184,6 +189,10 @@ class Keeper:
                 if watched.pid is not None and not pid_running(watched.pid):
                     log.info("kernel %s (pid %d) is gone", kernel_id, watched.pid)
                     self.kernels.pop(kernel_id).close()
+                    self._forgotten = True
+            if self._forgotten:
+                self._forgotten = False
+                release_freed_memory()
             now = time.monotonic()
             if self.kernels:
                 self._empty_since = now

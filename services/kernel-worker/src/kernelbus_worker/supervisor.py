@@ -74,6 +74,8 @@ class Supervisor:
         self.observer: KernelObserver = _Unobserved()
         """Set by the composition root once the handlers exist (they need the supervisor)."""
         self.kernels: dict[str, ManagedKernel] = {}
+        self.removals = 0
+        """Kernels removed so far (the worker gives their freed memory back after some)."""
         self._starting: dict[str, asyncio.Task[KernelRecord]] = {}
         self.load_changed = asyncio.Event()
         """Set when a start ends (either way): the next heartbeat goes out at once, so that
@@ -236,6 +238,8 @@ class Supervisor:
             watcher.cancel()
         if self.kernels.get(kernel.id) is kernel:
             self.kernels.pop(kernel.id, None)
+            kernel.connections.drop_frames()
+            self.removals += 1
             with contextlib.suppress(Exception):
                 await self.observer.kernel_removed(kernel)
         await self.factory.discard(kernel)
@@ -348,6 +352,8 @@ class Supervisor:
         await kernel.bridge.publish_status("dead")
         kernel.close_bridge()
         self.kernels.pop(kernel_id, None)
+        kernel.connections.drop_frames()
+        self.removals += 1
         await self._keeper_forget(kernel_id)
         await self.observer.kernel_removed(kernel)
         await self.records.delete(kernel_id)  # bounded; else pending for the flush

@@ -14,6 +14,7 @@ from datetime import datetime
 from kernelbus import bus, events, subjects
 from kernelbus.errors import KernelbusError
 from kernelbus.eventpublisher import EventPublisher
+from kernelbus.memory import release_freed_memory
 from kernelbus.registry import Registry
 from kernelbus.startup import open_bus, open_registry, starting, stop_on_signals
 from kernelbus.timefmt import utcnow
@@ -155,6 +156,7 @@ def _loops(
             _every(settings.activity_write_interval, supervisor.flush_activity, when=connected)
         ),
         asyncio.create_task(_every(settings.heartbeat_interval, supervisor.refill_pool)),
+        asyncio.create_task(_every(settings.heartbeat_interval, _memory_release(supervisor))),
         asyncio.create_task(_every(settings.api_check_interval, liveness.check)),
         asyncio.create_task(
             _every(
@@ -162,6 +164,20 @@ def _loops(
             )
         ),
     ]
+
+
+def _memory_release(supervisor: Supervisor) -> Callable[[], Awaitable[None]]:
+    """Gives the memory of removed kernels back to the system once they are gone (a kernel's
+    large messages otherwise stay mapped after it: `kernelbus.memory`)."""
+    seen = supervisor.removals
+
+    async def release() -> None:
+        nonlocal seen
+        if supervisor.removals != seen:
+            seen = supervisor.removals
+            release_freed_memory()
+
+    return release
 
 
 @dataclass
