@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 KEEPER_SYNC_INTERVAL = 0.5
 """Seconds between acks to the iopub keeper (what a successor re-sends after a crash)."""
+MEMORY_RELEASE_INTERVAL = 5.0
+"""Seconds between checks for removed kernels whose memory goes back to the system (a full
+garbage collection and a heap walk: not after every removal when many go at once)."""
 
 
 async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
@@ -156,7 +159,7 @@ def _loops(
             _every(settings.activity_write_interval, supervisor.flush_activity, when=connected)
         ),
         asyncio.create_task(_every(settings.heartbeat_interval, supervisor.refill_pool)),
-        asyncio.create_task(_every(settings.heartbeat_interval, _memory_release(supervisor))),
+        asyncio.create_task(_every(MEMORY_RELEASE_INTERVAL, _memory_release(supervisor))),
         asyncio.create_task(_every(settings.api_check_interval, liveness.check)),
         asyncio.create_task(
             _every(
