@@ -33,6 +33,7 @@ import pytest
 import websockets
 
 from kernelbus.natsserver import free_port
+from kernelbus.testing.sockets import CannotInspect, nodelay_of_accepted
 
 # Steps of one scenario over one stack (built once: minutes): a late step stops it, and the
 # cluster variant runs after that. Kept in file order when the suite is shuffled.
@@ -41,6 +42,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600), pyte
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "compose-env.sh"
 NO_ENGINE = 3  # compose-env.sh: no Docker engine can run here
+API_CONTAINER_PORT = 8888  # deploy/compose.yaml: KERNELBUS_PORT of the api service
 
 
 @dataclass
@@ -282,6 +284,28 @@ async def test_rest_and_websocket_execute(stack: Stack) -> None:
         await client.execute("x = 6 * 7")
         assert (await client.execute("print(x)")).strip() == "42"
     assert rest(stack, "DELETE", f"/api/kernels/{kernel_id}").status_code == 204
+
+
+async def test_the_compose_api_sets_tcp_nodelay_on_its_websocket_sockets(stack: Stack) -> None:
+    """The image's api (uvicorn as the image runs it), its accepted sockets read from the
+    container's process itself (PROTOCOLS §2.6; tests/integration/test_api_socket_nodelay.py
+    does the same for a local api)."""
+    [api] = stack.containers("api")
+    pid = int(inspect(api, "{{.State.Pid}}"))
+    kernel_id = start_kernel(stack)
+    try:
+        async with connect(stack, kernel_id) as client:
+            await client.execute("1 + 1")
+            try:
+                accepted = nodelay_of_accepted(pid, API_CONTAINER_PORT)
+            except CannotInspect as exc:
+                pytest.skip(str(exc))
+    finally:
+        rest(stack, "DELETE", f"/api/kernels/{kernel_id}")
+    # Through Docker's port forwarding the peer is its proxy or the bridge: every connection
+    # the api holds while our websocket is open, ours among them.
+    assert accepted, "the api container holds no established connection on its port"
+    assert all(accepted.values()), f"sockets without TCP_NODELAY (peer port: set): {accepted}"
 
 
 @pytest.fixture(scope="module")
