@@ -11,6 +11,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 _SYS_PIDFD_GETFD = 438  # x86_64 and aarch64 alike
 _ESTABLISHED = "01"
 
@@ -64,14 +66,17 @@ def borrowed_socket(pid: int, fd: int) -> socket.socket:
 
 
 def nodelay_of_accepted(pid: int, local_port: int) -> dict[int, bool]:
-    """peer port -> TCP_NODELAY, for every established connection `pid` holds on
-    `local_port` (the sockets it accepted there)."""
+    """peer port -> TCP_NODELAY, for every established connection `pid` or one of its
+    descendants (a container's init runs the server as its child) holds on `local_port`
+    (the sockets it accepted there)."""
+    owners = [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
     found = {}
     for conn in connections(pid, local_port):
-        fd = fd_of_inode(pid, conn.inode)
+        held = ((owner, fd_of_inode(owner, conn.inode)) for owner in owners)
+        owner, fd = next(((o, f) for o, f in held if f is not None), (pid, None))
         if fd is None:
             continue
-        with borrowed_socket(pid, fd) as accepted:
+        with borrowed_socket(owner, fd) as accepted:
             found[conn.peer_port] = bool(
                 accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             )
