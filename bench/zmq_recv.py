@@ -18,6 +18,7 @@ import time
 from collections import deque
 from multiprocessing.synchronize import Event
 
+import uvloop
 import zmq
 import zmq.asyncio
 
@@ -85,6 +86,42 @@ async def receive_asyncio(url: str, ready: Event) -> tuple[int, float]:
     return count, spent
 
 
+async def receive_reader(url: str, ready: Event) -> tuple[int, float]:
+    """A plain socket drained by an event-loop reader callback on its FD (no futures)."""
+    context = zmq.Context()
+    sock = context.socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(url)
+    ring: deque[tuple[float, list[bytes]]] = deque(maxlen=1000)
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    count, started = 0, 0.0
+
+    def drain() -> None:
+        nonlocal count, started
+        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+            if not started:
+                started = cpu()
+                continue
+            if frames[-1] == b"end":
+                if not done.done():
+                    done.set_result(None)
+                return
+            keep(ring, frames)
+            count += 1
+
+    loop.add_reader(sock.FD, drain)
+    ready.set()
+    drain()
+    await done
+    spent = cpu() - started
+    loop.remove_reader(sock.FD)
+    sock.close(linger=0)
+    context.term()
+    return count, spent
+
+
 def receive_thread(url: str, ready: Event) -> tuple[int, float]:
     context = zmq.Context()
     sock = context.socket(zmq.SUB)
@@ -123,6 +160,12 @@ def run(mode: str, count: int) -> float:
     try:
         if mode == "asyncio":
             received, spent = asyncio.run(receive_asyncio(url, ready))
+        elif mode == "asyncio-uvloop":
+            received, spent = uvloop.run(receive_asyncio(url, ready))
+        elif mode == "reader":
+            received, spent = asyncio.run(receive_reader(url, ready))
+        elif mode == "reader-uvloop":
+            received, spent = uvloop.run(receive_reader(url, ready))
         else:
             received, spent = receive_thread(url, ready)
     finally:
@@ -135,7 +178,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20000)
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    results: dict[str, list[float]] = {"asyncio": [], "thread": []}
+    modes = ("asyncio", "asyncio-uvloop", "reader", "reader-uvloop", "thread")
+    results: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(args.reps):
         for mode in results:  # interleaved
             results[mode].append(run(mode, args.n))
