@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+from pathlib import Path
 
 import zmq
 
-from kernelbus_worker.keeper import Watched
+from kernelbus_worker.keeper import DRAIN_BATCH, Keeper, Watched, msg_id_of
 
 
 def _parts(msg_id: str) -> list[bytes]:
@@ -45,4 +48,48 @@ def test_a_forgotten_kernels_ring_is_emptied_at_once() -> None:
         ring.close()
         assert not ring.ring and ring.size == 0
     finally:
+        context.term()
+
+
+def _message(n: int) -> list[bytes]:
+    return [b"topic", b"<IDS|MSG>", b"sig", *_parts(f"m{n}")]
+
+
+async def test_the_keeper_keeps_a_backlog_longer_than_a_batch_in_order(tmp_path: Path) -> None:
+    """A SUB drained by the loop's reader: ZMQ's FD is not readable again for messages
+    already waiting, so a drain that stopped at a batch must come back by itself. A
+    message without the delimiter or with fewer than four parts is skipped."""
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    pub.linger = 0
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    keeper = Keeper(tmp_path, window=60.0, max_bytes=1 << 30, idle=60.0)
+    try:
+        info = {"ip": "127.0.0.1", "iopub_port": port, "transport": "tcp"}
+        keeper.handle({"op": "sync", "kernels": {"k": {"info": info, "pid": os.getpid()}}})
+        watched = keeper.kernels["k"]
+        while not watched.ring:  # the subscription joins after a while (slow joiner)
+            pub.send_multipart(_message(-1))
+            await asyncio.sleep(0.01)
+        watched.ring.clear()
+        pub.send_multipart([b"no delimiter", *_parts("x")])
+        pub.send_multipart([b"<IDS|MSG>", b"sig", b"{}", b"{}"])
+        count = 3 * DRAIN_BATCH + 10
+        for n in range(count):
+            pub.send_multipart(_message(n))
+        for _ in range(500):
+            if len(watched.ring) >= count:
+                break
+            await asyncio.sleep(0.01)
+        ids = [msg_id_of(parts) for _, _, parts in watched.ring]
+        assert ids[-count:] == [f"m{n}" for n in range(count)]
+        assert ids[: len(ids) - count] == ["m-1"] * (len(ids) - count)  # probes only
+        keeper.handle({"op": "forget", "kernel_id": "k"})
+        assert watched.socket.closed and watched.loop is None
+        pub.send_multipart(_message(count))
+        await asyncio.sleep(0.05)  # a forgotten kernel's reader is gone: nothing runs
+        assert not watched.ring
+    finally:
+        pub.close()
+        keeper.close()
         context.term()
