@@ -39,12 +39,12 @@ import zmq
 
 from kernelbus.memory import DEFAULT_KEEP_BYTES, keep_freed_memory, release_freed_memory
 from kernelbus.processes import pid_running
+from kernelbus_worker.zmqframes import message_parts
 
 log = logging.getLogger("kernelbus_worker.keeper")
 
 SOCKET_NAME = "iopub-keeper.sock"
 MODULE = "kernelbus_worker.keeper"
-DELIMITER = b"<IDS|MSG>"
 MAX_REQUEST = 64 * 1024 * 1024
 DRAIN_BATCH = 256
 """Messages taken from one socket per reader callback before others get a turn."""
@@ -101,12 +101,8 @@ class Watched:
             except zmq.ZMQError as exc:
                 log.warning("kernel %s: iopub receive failed: %s", self.kernel_id, exc)
                 return
-            try:
-                at = frames.index(DELIMITER)
-            except ValueError:
-                continue
-            parts = frames[at + 2 :]
-            if len(parts) >= 4:
+            parts = message_parts(frames)
+            if parts is not None:
                 self.add(None, parts, time.monotonic())
         if self.loop is not None:
             self.loop.call_soon(self.drain)

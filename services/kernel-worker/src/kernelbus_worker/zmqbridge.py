@@ -17,7 +17,8 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
-DELIMITER = b"<IDS|MSG>"
+from kernelbus_worker.zmqframes import DELIMITER, message_parts
+
 REQUEST_CHANNELS = ("shell", "control", "stdin")
 _TYPES = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER}
 CHANNELS = (*REQUEST_CHANNELS, "iopub")
@@ -140,13 +141,8 @@ class KernelSockets:
             else self.sockets[channel].recv_multipart
         )
         while True:
-            frames = await receive()
-            try:
-                at = frames.index(DELIMITER)
-            except ValueError:
-                continue
-            parts = frames[at + 2 :]
-            if len(parts) >= 4:
+            parts = message_parts(await receive())
+            if parts is not None:
                 return parts
 
     def pending(self, channel: str) -> bool:
