@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -66,12 +68,21 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", f"{SCENARIO}: steps of one scenario, kept in file order when shuffled"
     )
     reaper.become_subreaper()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupted)
     _session_root = Path(tempfile.mkdtemp(prefix="kernelbus-tests-"))
     for name in _ISOLATED:
         path = _session_root / name.lower()
         path.mkdir()
         os.environ[name] = str(path)
     os.environ.pop("KERNELBUS_AUTH_TOKEN", None)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """A terminated run (a CI timeout, `kill`) ends as an interrupted one: fixtures tear down
+    and `pytest_unconfigure` stops every process the tests started, where SIGTERM's default
+    would leave them running."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
