@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 from pathlib import Path
@@ -56,9 +57,9 @@ def _message(n: int) -> list[bytes]:
 
 
 async def test_the_keeper_keeps_a_backlog_longer_than_a_batch_in_order(tmp_path: Path) -> None:
-    """A SUB drained by the loop's reader: ZMQ's FD is not readable again for messages
-    already waiting, so a drain that stopped at a batch must come back by itself. A
-    message without the delimiter or with fewer than four parts is skipped."""
+    """A SUB drained a pace after the loop's reader saw it: ZMQ's FD is not readable again
+    for messages already waiting, so a drain that stopped at a batch must come back by
+    itself. A message without the delimiter or with fewer than four parts is skipped."""
     context = zmq.Context()
     pub = context.socket(zmq.PUB)
     pub.linger = 0
@@ -89,6 +90,43 @@ async def test_the_keeper_keeps_a_backlog_longer_than_a_batch_in_order(tmp_path:
         pub.send_multipart(_message(count))
         await asyncio.sleep(0.05)  # a forgotten kernel's reader is gone: nothing runs
         assert not watched.ring
+    finally:
+        pub.close()
+        keeper.close()
+        context.term()
+
+
+async def test_a_fetch_takes_what_waits_for_the_next_pace(tmp_path: Path) -> None:
+    """The keeper reads a kernel's messages a pace after the first one arrives, not one by
+    one; a fetch (a successor after a worker crash) must not miss those still unread."""
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    pub.linger = 0
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    keeper = Keeper(tmp_path, window=60.0, max_bytes=1 << 30, idle=60.0, pace=3600.0)
+    try:
+        info = {"ip": "127.0.0.1", "iopub_port": port, "transport": "tcp"}
+        keeper.handle({"op": "sync", "kernels": {"k": {"info": info, "pid": os.getpid()}}})
+        watched = keeper.kernels["k"]
+        fetch = {"op": "fetch", "kernel_id": "k"}
+        for _ in range(500):  # until the subscription has joined (slow joiner)
+            if keeper.handle(fetch)["frames"]:
+                break
+            pub.send_multipart(_message(-1))
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("a fetch got nothing of what was sent for 5 s")
+        keeper.handle({"op": "sync", "kernels": {"k": {"info": info, "acked": "m-1"}}})
+        for n in range(5):
+            pub.send_multipart(_message(n))
+        await asyncio.sleep(0.2)  # in the SUB's queue now; the drain is an hour away
+        assert "m0" not in [msg_id_of(parts) for _, _, parts in watched.ring]
+        before = len(watched.ring)
+        frames = keeper.handle(fetch)["frames"]
+        assert [json.loads(base64.b64decode(f[0]))["msg_id"] for f in frames] == [
+            f"m{n}" for n in range(5)
+        ]
+        assert len(watched.ring) == before + 5
     finally:
         pub.close()
         keeper.close()

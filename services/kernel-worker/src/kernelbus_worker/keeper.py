@@ -47,7 +47,14 @@ SOCKET_NAME = "iopub-keeper.sock"
 MODULE = "kernelbus_worker.keeper"
 MAX_REQUEST = 64 * 1024 * 1024
 DRAIN_BATCH = 256
-"""Messages taken from one socket per reader callback before others get a turn."""
+"""Messages taken from one socket per drain before others get a turn."""
+PACE = 0.05
+"""Seconds from a kernel's first unread message to the drain that keeps it and what came
+after. The ring is read only after a worker crash (and a fetch drains first), so the keeper
+does not wake for every message it keeps (ADR 0027)."""
+RCVHWM = 100_000
+"""Messages a SUB may queue between drains (ZMQ's default of 1,000 is 50 ms of a busy
+kernel's output)."""
 
 
 @dataclass
@@ -64,7 +71,7 @@ class Watched:
     size: int = 0
     acked: str | None = None
     loop: asyncio.AbstractEventLoop | None = None
-    """The loop whose reader drains `socket` (None until `Keeper` registers one)."""
+    """The loop whose reader waits for `socket`'s next message (None: not waiting)."""
 
     def add(self, msg_id: str | None, parts: list[bytes], now: float) -> None:
         """Keep `parts`; `msg_id` None: read from the header only if a fetch needs it (the
@@ -85,32 +92,36 @@ class Watched:
                     return frames[index + 1 :]
         return frames
 
-    def drain(self) -> None:
-        """Keep every message waiting on the socket: the loop calls this when its FD is
-        readable. ZMQ's FD signals changes, not data (it is not readable again while
-        messages that were already waiting stay unread), so this reads until none is left,
-        and hands a long backlog back to the loop in batches, asking to be called again."""
+    def drain(self, limit: int | None = DRAIN_BATCH) -> bool:
+        """Keep the messages waiting on the socket, `limit` at most (None: all of them).
+        True if that limit stopped it: more may be waiting, and ZMQ's FD will not say so
+        (it signals changes, not data, so it is not readable for messages already there)."""
         sock = self.socket
-        for _ in range(DRAIN_BATCH):
+        now = time.monotonic()
+        taken = 0
+        while limit is None or taken < limit:
             try:
                 if sock.closed or not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                    return
+                    return False
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return False
             except zmq.ZMQError as exc:
                 log.warning("kernel %s: iopub receive failed: %s", self.kernel_id, exc)
-                return
+                return False
+            taken += 1
             parts = message_parts(frames)
             if parts is not None:
-                self.add(None, parts, time.monotonic())
-        if self.loop is not None:
-            self.loop.call_soon(self.drain)
+                self.add(None, parts, now)
+        return True
 
-    def close(self) -> None:
+    def stop_waiting(self) -> None:
         if self.loop is not None and not self.socket.closed:
             self.loop.remove_reader(self.socket.FD)
         self.loop = None  # the loop's reader and this object referred to each other
+
+    def close(self) -> None:
+        self.stop_waiting()
         self.socket.close(linger=0)
         self.ring.clear()  # so the frames go now, not at the next garbage collection
         self.size = 0
@@ -132,11 +143,14 @@ def msg_id_of(parts: list[bytes]) -> str:
 
 
 class Keeper:
-    def __init__(self, runtime_dir: Path, window: float, max_bytes: int, idle: float) -> None:
+    def __init__(
+        self, runtime_dir: Path, window: float, max_bytes: int, idle: float, pace: float = PACE
+    ) -> None:
         self.runtime_dir = runtime_dir
         self.window = window
         self.max_bytes = max_bytes
         self.idle = idle
+        self.pace = pace
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.context.set(zmq.MAX_SOCKETS, 100_000)  # one SUB per kernel (default ceiling 1023)
         self.kernels: dict[str, Watched] = {}
@@ -144,6 +158,9 @@ class Keeper:
         self._empty_since = time.monotonic()
         self._forgotten = False
         """A kernel was dropped since the last reap: its ring's memory goes back then."""
+        self._due: dict[str, Watched] = {}
+        """Kernels with unread messages, drained together at the next pace."""
+        self._drain_handle: asyncio.Handle | None = None
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -163,6 +180,8 @@ class Keeper:
             return {"ok": True}
         if op == "fetch":
             kept = self.kernels.get(str(request.get("kernel_id")))
+            if kept is not None:
+                kept.drain(limit=None)  # what waits for the next pace belongs to the answer
             frames = kept.after_ack() if kept is not None else []
             encoded = [[base64.b64encode(p).decode() for p in parts] for parts in frames]
             return {"ok": True, "frames": encoded}
@@ -184,18 +203,44 @@ class Keeper:
             sock.linger = 0
             sock.setsockopt(zmq.SUBSCRIBE, b"")
             sock.connect(url)
+            sock.rcvhwm = RCVHWM
             watched = Watched(kernel_id, url, None, sock, self.window, self.max_bytes)
-            # A reader callback rather than pyzmq's asyncio socket: no future, task switch
-            # and extra EVENTS round per message (bench/zmq_recv.py: ~55 -> ~31 µs of CPU).
-            watched.loop = asyncio.get_running_loop()
-            watched.loop.add_reader(sock.FD, watched.drain)
-            watched.drain()
             self.kernels[kernel_id] = watched
+            self._wait_for(watched)
             log.info("watching kernel %s at %s", kernel_id, url)
         watched.pid = int(pid) if isinstance(pid, int) else watched.pid
         acked = entry.get("acked")
         if isinstance(acked, str) and acked:
             watched.acked = acked
+
+    # --- reading, paced ---------------------------------------------------------------------
+    # A loop reader rather than pyzmq's asyncio socket (no future, task switch and extra
+    # EVENTS round per message: bench/zmq_recv.py), and one that only notes the socket: the
+    # drain comes `pace` later and takes everything that arrived meanwhile (ADR 0027).
+
+    def _wait_for(self, watched: Watched) -> None:
+        """Be told of `watched`'s next message (its socket was just drained, or is new)."""
+        watched.loop = asyncio.get_running_loop()
+        watched.loop.add_reader(watched.socket.FD, self._signalled, watched)
+
+    def _signalled(self, watched: Watched) -> None:
+        watched.stop_waiting()
+        self._due[watched.kernel_id] = watched
+        if self._drain_handle is None:
+            self._drain_handle = asyncio.get_running_loop().call_later(self.pace, self._drain_due)
+
+    def _drain_due(self) -> None:
+        self._drain_handle = None
+        due, self._due = self._due, {}
+        for kernel_id, watched in due.items():
+            if self.kernels.get(kernel_id) is not watched:
+                continue  # forgotten, or replaced by a new subscription, meanwhile
+            if watched.drain():
+                self._due[kernel_id] = watched  # a backlog longer than a batch: again soon
+            else:
+                self._wait_for(watched)
+        if self._due:
+            self._drain_handle = asyncio.get_running_loop().call_soon(self._drain_due)
 
     # --- lifetime ---------------------------------------------------------------------------
 
@@ -233,6 +278,10 @@ class Keeper:
             writer.close()
 
     def close(self) -> None:
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+            self._drain_handle = None
+        self._due.clear()
         for watched in self.kernels.values():
             watched.close()
         self.kernels.clear()
@@ -269,14 +318,16 @@ async def _answering() -> bool:
     return True
 
 
-async def run(runtime_dir: Path, window: float, max_bytes: int, idle: float) -> None:
+async def run(
+    runtime_dir: Path, window: float, max_bytes: int, idle: float, pace: float = PACE
+) -> None:
     os.chdir(runtime_dir)  # a relative socket path: the runtime dir's may be too long for one
     if await _answering():
         log.info("a keeper already serves %s", runtime_dir)
         return
     with contextlib.suppress(FileNotFoundError):
         os.unlink(SOCKET_NAME)
-    keeper = Keeper(runtime_dir, window, max_bytes, idle)
+    keeper = Keeper(runtime_dir, window, max_bytes, idle, pace)
     old_mask = os.umask(0o077)
     try:
         server = await asyncio.start_unix_server(keeper.serve_client, path=SOCKET_NAME)
@@ -300,13 +351,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--idle", type=float, default=30.0)
+    parser.add_argument("--pace", type=float, default=PACE)
     parser.add_argument("--malloc-keep-bytes", type=int, default=DEFAULT_KEEP_BYTES)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s iopub-keeper %(message)s"
     )
     keep_freed_memory(args.malloc_keep_bytes)
-    asyncio.run(run(args.runtime_dir.resolve(), args.window, args.max_bytes, args.idle))
+    asyncio.run(run(args.runtime_dir.resolve(), args.window, args.max_bytes, args.idle, args.pace))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,107 @@
+"""Two `kernelbus run` stacks side by side: `1+1` round trips in alternating blocks, so that
+both see the same machine, and the CPU of each process per round trip.
+
+Each side is a set of environment variables (`--a`, `--b`: "K=V K=V") and optionally another
+checkout to run from (`--a-tree`, `--b-tree`: its libs and services go first on PYTHONPATH),
+e.g. the base of a change against the change:
+
+    git worktree add /tmp/base main
+    .venv/bin/python bench/ab.py --a-tree /tmp/base --blocks 40
+
+Prints one line per side: p50, p95 (ms), CPU (ms per round trip) summed and per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+import perf  # (the same Kernelbus launch and websocket client as the perf bench)
+
+WARMUP = 50
+
+
+def side_env(assignments: str, tree: str | None) -> dict[str, str]:
+    env = dict(kv.split("=", 1) for kv in assignments.split() if kv)
+    if tree:
+        root = Path(tree).resolve()
+        paths = sorted(root.glob("libs/*/src")) + sorted(root.glob("services/*/src"))
+        env["PYTHONPATH"] = ":".join(str(p) for p in paths)
+    return env
+
+
+async def measure(envs: dict[str, dict[str, str]], blocks: int, block: int) -> dict[str, Any]:
+    async with contextlib.AsyncExitStack() as stack:
+        sides: dict[str, dict[str, Any]] = {}
+        for name, env in envs.items():
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            gw = await stack.enter_async_context(perf.kernelbus(root, env))
+            http = await stack.enter_async_context(gw.http())
+            kernel_id, _ = await gw.ready_kernel(http)
+            client = await stack.enter_async_context(gw.socket(kernel_id, v1=True))
+            for _ in range(WARMUP):
+                await client.execute("1+1")
+            sides[name] = {"client": client, "pids": gw.cpu_pids(), "ms": [], "cpu": {}}
+        names = list(sides)
+        for index in range(blocks):
+            for name in names if index % 2 == 0 else reversed(names):
+                side = sides[name]
+                before = perf.cpu_seconds(side["pids"])
+                for _ in range(block):
+                    began = time.perf_counter()
+                    await side["client"].execute("1+1")
+                    side["ms"].append((time.perf_counter() - began) * 1000)
+                after = perf.cpu_seconds(side["pids"])
+                for role, seconds in after.items():
+                    used = seconds - before.get(role, 0.0)
+                    side["cpu"][role] = side["cpu"].get(role, 0.0) + used
+        result: dict[str, Any] = {}
+        for name, side in sides.items():
+            samples = sorted(side["ms"])
+            count = len(samples)
+            cpu = {role: round(s * 1000 / count, 3) for role, s in side["cpu"].items()}
+            result[name] = {
+                "env": envs[name],
+                "roundtrips": count,
+                "p50_ms": round(statistics.median(samples), 3),
+                "p95_ms": round(samples[int(count * 0.95)], 3),
+                "cpu_ms_per_roundtrip": round(sum(cpu.values()), 3),
+                "cpu_by_process": cpu,
+            }
+        return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--a", default="", help='side A\'s environment, "K=V K=V"')
+    parser.add_argument("--b", default="", help="side B's environment")
+    parser.add_argument("--a-tree", help="a checkout side A runs from")
+    parser.add_argument("--b-tree", help="a checkout side B runs from")
+    parser.add_argument("--blocks", type=int, default=40)
+    parser.add_argument("--block", type=int, default=100, help="round trips per block")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args()
+    envs = {"A": side_env(args.a, args.a_tree), "B": side_env(args.b, args.b_tree)}
+    result = asyncio.run(measure(envs, args.blocks, args.block))
+    for name, side in result.items():
+        print(
+            name,
+            f"p50 {side['p50_ms']} ms, p95 {side['p95_ms']} ms,",
+            f"CPU {side['cpu_ms_per_roundtrip']} ms per round trip:",
+            side["cpu_by_process"],
+        )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
