@@ -202,8 +202,8 @@ class Keeper:
             sock = self.context.socket(zmq.SUB)
             sock.linger = 0
             sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.rcvhwm = RCVHWM  # before connect: a connection takes the HWM it is made with
             sock.connect(url)
-            sock.rcvhwm = RCVHWM
             watched = Watched(kernel_id, url, None, sock, self.window, self.max_bytes)
             self.kernels[kernel_id] = watched
             self._wait_for(watched)
