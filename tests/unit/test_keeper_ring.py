@@ -109,20 +109,34 @@ async def test_a_fetch_takes_what_waits_for_the_next_pace(tmp_path: Path) -> Non
         keeper.handle({"op": "sync", "kernels": {"k": {"info": info, "pid": os.getpid()}}})
         watched = keeper.kernels["k"]
         fetch = {"op": "fetch", "kernel_id": "k"}
-        for _ in range(500):  # until the subscription has joined (slow joiner)
-            if keeper.handle(fetch)["frames"]:
+        frames: list[list[str]] = []
+        for attempt in range(1, 501):  # until the subscription has joined (slow joiner)
+            frames = keeper.handle(fetch)["frames"]
+            if frames:
                 break
-            pub.send_multipart(_message(-1))
+            pub.send_multipart(_message(-attempt))  # each probe its own msg_id
             await asyncio.sleep(0.01)
         else:
             raise AssertionError("a fetch got nothing of what was sent for 5 s")
-        keeper.handle({"op": "sync", "kernels": {"k": {"info": info, "acked": "m-1"}}})
+        last_probe = json.loads(base64.b64decode(frames[-1][0]))["msg_id"]
+        keeper.handle({"op": "sync", "kernels": {"k": {"info": info, "acked": last_probe}}})
         for n in range(5):
             pub.send_multipart(_message(n))
-        await asyncio.sleep(0.2)  # in the SUB's queue now; the drain is an hour away
-        assert "m0" not in [msg_id_of(parts) for _, _, parts in watched.ring]
+        for _ in range(500):  # until a message waits on the keeper's socket, unread
+            if int(watched.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("nothing reached the keeper's socket for 5 s")
+        assert "m0" not in [
+            msg_id_of(parts) for _, _, parts in watched.ring
+        ]  # the drain is an hour away
         before = len(watched.ring)
-        frames = keeper.handle(fetch)["frames"]
+        for _ in range(500):  # each fetch takes what has arrived by then
+            frames = keeper.handle(fetch)["frames"]
+            if len(frames) >= 5:
+                break
+            await asyncio.sleep(0.01)
         assert [json.loads(base64.b64decode(f[0]))["msg_id"] for f in frames] == [
             f"m{n}" for n in range(5)
         ]
