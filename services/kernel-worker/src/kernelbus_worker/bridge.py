@@ -124,14 +124,14 @@ class KernelBridge:
 
     async def _deliver_iopub(self, parts: list[bytes]) -> None:
         """One iopub message from the kernel to its clients (replay buffer, recent, bus)."""
-        self._observe(parts)
+        msg_id = self._observe(parts)
         frame = pack_v1("iopub", parts)
         table = self.connections
         table.note_iopub(frame)
         direct = table.hold is None and not table.bus_down  # else held: not published yet
         await self._send(None, frame)
         if direct:
-            self.last_published = _msg_id(parts) or self.last_published
+            self.last_published = msg_id or self.last_published
 
     def hold_iopub_for_backfill(self) -> None:
         """Until `backfill`, live iopub is kept (and only checked for readiness probes): what
@@ -217,19 +217,22 @@ class KernelBridge:
         if target is not None:
             await self._send(target, frame)
 
-    def _observe(self, parts: list[bytes]) -> None:
+    def _observe(self, parts: list[bytes]) -> str:
+        """Activity and execution state from an iopub message; returns its msg_id ("" if its
+        header is not a JSON object): each part is parsed once on this path."""
         try:
             header = json.loads(parts[0])
             parent = json.loads(parts[1]) if len(parts[1]) > 2 else {}
             msg_type = header.get("msg_type", "")
             status = json.loads(parts[3]).get("execution_state") if msg_type == "status" else None
         except (ValueError, AttributeError):
-            return
+            return _msg_id(parts)
         if status == "idle" and parent.get("msg_id") in self._probes:
             self._iopub_seen.set()  # our kernel_info's own statuses came through iopub
         active, changed = self.activity.observe(msg_type, parent.get("msg_type"), status)
         if active or changed:
             self._observed(active, changed)
+        return str(header.get("msg_id", ""))
 
     # --- client traffic -------------------------------------------------------------------
 

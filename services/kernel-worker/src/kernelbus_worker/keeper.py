@@ -39,7 +39,7 @@ import zmq
 
 from kernelbus.memory import DEFAULT_KEEP_BYTES, keep_freed_memory, release_freed_memory
 from kernelbus.processes import pid_running
-from kernelbus_worker.zmqframes import message_parts
+from kernelbus_worker.zmqframes import EVENTS, POLLIN, message_parts, recv_frames
 
 log = logging.getLogger("kernelbus_worker.keeper")
 
@@ -101,9 +101,9 @@ class Watched:
         taken = 0
         while limit is None or taken < limit:
             try:
-                if sock.closed or not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                if sock.closed or not int(sock.getsockopt(EVENTS)) & POLLIN:
                     return False
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return False
             except zmq.ZMQError as exc:

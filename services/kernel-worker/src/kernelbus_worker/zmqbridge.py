@@ -17,7 +17,15 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
-from kernelbus_worker.zmqframes import DELIMITER, message_parts
+from kernelbus_worker.zmqframes import (
+    DELIMITER,
+    EVENTS,
+    POLLIN,
+    POLLOUT,
+    message_parts,
+    recv_frames,
+    send_frames,
+)
 
 REQUEST_CHANNELS = ("shell", "control", "stdin")
 _TYPES = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER}
@@ -26,54 +34,85 @@ UNPROBED = ("stdin", "control")
 """Channels the readiness probe (kernel_info on shell, its statuses on iopub) does not prove."""
 
 
-class LoopSub:
-    """A SUB socket received without pyzmq's asyncio machinery: the loop's reader on its FD
-    wakes the one waiting `recv_multipart`, and a message already waiting is taken at once,
-    without a future (bench/zmq_recv.py: ~48 -> ~30 µs of CPU per message under uvloop).
+class LoopSocket:
+    """One of a kernel's sockets served from the event loop's reader on its FD, without
+    pyzmq's asyncio machinery: a message already waiting is taken at once, without a future,
+    and a send that ZMQ takes at once is done without one (bench/zmq_recv.py: ~48 -> ~30 µs
+    of CPU per received message under uvloop; ADR 0026, 0028).
 
-    ZMQ's FD is edge-like: it signals changes to the socket's state, which any EVENTS read
-    consumes, so a message can be waiting with the FD quiet. Hence the check of EVENTS
-    before every wait, and `pending` wakes the waiter when its own check found one."""
+    ZMQ's FD is edge-like: it signals changes to the socket's state, and any operation on the
+    socket (an EVENTS read, a send, a receive) takes the signal, so a message can be waiting
+    with the FD quiet. Hence: a receive checks EVENTS before it waits; after a send (or a
+    receive) while someone else waits, EVENTS are read again and whoever they let go on is
+    woken (`_check`); `pending` does the same."""
 
     def __init__(self, sock: zmq.Socket[bytes]) -> None:
         self.sock = sock
         self._loop = asyncio.get_running_loop()
-        self._waiter: asyncio.Future[None] | None = None
-        self._loop.add_reader(sock.FD, self._readable)
+        self._receivers: list[asyncio.Future[None]] = []
+        self._senders: list[asyncio.Future[None]] = []
+        """Sends waiting for room (ZMQ's high-water mark reached)."""
+        self._loop.add_reader(sock.FD, self._check)
 
-    def _readable(self) -> None:
-        # Reading EVENTS takes the signal off the FD: a reader still registered on a FD
-        # that stays readable while nobody waits would otherwise run on every loop turn.
-        self.sock.getsockopt(zmq.EVENTS)
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _check(self) -> int:
+        """Read EVENTS (taking the FD's signal) and wake the waits they let go on."""
+        events = int(self.sock.getsockopt(EVENTS))
+        if events & POLLIN and self._receivers:
+            _wake(self._receivers)
+        if events & POLLOUT and self._senders:
+            _wake(self._senders)
+        return events
 
     async def recv_multipart(self) -> list[bytes]:
         while True:
-            if int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                return self.sock.recv_multipart(zmq.NOBLOCK)
-            self._waiter = self._loop.create_future()
+            if self._check() & POLLIN:
+                try:
+                    frames = recv_frames(self.sock)
+                    break
+                except zmq.Again:  # EVENTS said one waits; wait for the next signal then
+                    pass
+            await self._wait(self._receivers)
+        if self._senders:
+            self._check()  # the receive may have taken the signal of room to send
+        return frames
+
+    async def send_multipart(self, frames: list[bytes]) -> None:
+        while True:
             try:
-                await self._waiter
-            finally:
-                self._waiter = None
+                send_frames(self.sock, frames)
+                break
+            except zmq.Again:
+                if not self._check() & POLLOUT:
+                    await self._wait(self._senders)
+        if self._receivers:
+            self._check()  # the send may have taken the signal of a reply now waiting
 
     def pending(self) -> bool:
-        waiting = bool(int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
-        if waiting:
-            self._wake()
-        return waiting
+        """A message is waiting (a receive waiting for one is woken)."""
+        return bool(self._check() & POLLIN)
+
+    async def _wait(self, waits: list[asyncio.Future[None]]) -> None:
+        waiter = self._loop.create_future()
+        waits.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in waits:
+                waits.remove(waiter)
 
     def close(self) -> None:
         if not self.sock.closed:
             self._loop.remove_reader(self.sock.FD)
             self.sock.close(linger=0)
-        if self._waiter is not None:
-            self._waiter.cancel()  # as pyzmq cancels a closed socket's pending receive
+        for waiter in (*self._receivers, *self._senders):
+            waiter.cancel()  # as pyzmq cancels a closed socket's pending receive
+
+
+def _wake(waits: list[asyncio.Future[None]]) -> None:
+    for waiter in waits:
+        if not waiter.done():
+            waiter.set_result(None)
+    waits.clear()
 
 
 class KernelSockets:
@@ -83,23 +122,25 @@ class KernelSockets:
         self.info = info
         self.session = session
         identity = stable_identity(info)
-        self.sockets: dict[str, zmq.asyncio.Socket] = {}
+        self.sockets: dict[str, LoopSocket] = {}
         self._handshakes: dict[str, zmq.asyncio.Socket] = {}
-        iopub: zmq.Socket[bytes] = zmq.Socket(context, zmq.SUB)  # not asyncio: see LoopSub
+        iopub: zmq.Socket[bytes] = zmq.Socket(context, zmq.SUB)
         iopub.linger = 0
         iopub.setsockopt(zmq.SUBSCRIBE, b"")
         iopub.connect(_url(info, "iopub"))
-        self.iopub = LoopSub(iopub)
+        self.iopub = LoopSocket(iopub)
         for channel in REQUEST_CHANNELS:
-            sock = context.socket(_TYPES[channel])
+            sock: zmq.Socket[bytes] = zmq.Socket(context, _TYPES[channel])
             sock.linger = 0
             if channel in ("shell", "stdin"):
                 sock.identity = identity
             if channel in UNPROBED:
                 # Before connecting, so that the event cannot be missed.
-                self._handshakes[channel] = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+                monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+                assert isinstance(monitor, zmq.asyncio.Socket)  # made by the asyncio context
+                self._handshakes[channel] = monitor
             sock.connect(_url(info, channel))
-            self.sockets[channel] = sock
+            self.sockets[channel] = LoopSocket(sock)
 
     async def handshakes(self, timeout: float) -> list[str]:
         """Until stdin and control completed their ZMQ handshake with the kernel (`timeout`
@@ -123,40 +164,33 @@ class KernelSockets:
         monitor = self._handshakes.pop(channel, None)
         if monitor is None:
             return
-        sock = self.sockets.get(channel)
-        if sock is not None and not sock.closed:
-            sock.disable_monitor()
+        loop_socket = self.sockets.get(channel)
+        if loop_socket is not None and not loop_socket.sock.closed:
+            loop_socket.sock.disable_monitor()
         monitor.close(linger=0)
 
     async def send(self, channel: str, parts: list[bytes]) -> None:
         """Sign the four JSON parts and send them unchanged, buffers after them."""
         signature = self.session.sign(parts[:4])
-        await self.sockets[channel].send_multipart([DELIMITER, signature, *parts], copy=False)
+        await self.sockets[channel].send_multipart([DELIMITER, signature, *parts])
 
     async def recv(self, channel: str) -> list[bytes]:
         """The next message on `channel` as its parts after the signature."""
-        receive = (
-            self.iopub.recv_multipart
-            if channel == "iopub"
-            else self.sockets[channel].recv_multipart
-        )
+        sock = self.iopub if channel == "iopub" else self.sockets[channel]
         while True:
-            parts = message_parts(await receive())
+            parts = message_parts(await sock.recv_multipart())
             if parts is not None:
                 return parts
 
     def pending(self, channel: str) -> bool:
         """A message is waiting on `channel` (not yet received)."""
-        if channel == "iopub":
-            return self.iopub.pending()
-        events = self.sockets[channel].getsockopt(zmq.EVENTS)
-        return bool(int(events) & zmq.POLLIN)
+        return (self.iopub if channel == "iopub" else self.sockets[channel]).pending()
 
     def close(self) -> None:
         for channel in list(self._handshakes):
             self._stop_monitor(channel)
         for sock in self.sockets.values():
-            sock.close(linger=0)
+            sock.close()
         self.sockets.clear()
         self.iopub.close()
 
