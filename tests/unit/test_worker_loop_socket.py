@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import select
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import zmq
@@ -135,41 +135,59 @@ async def test_a_reply_whose_signal_a_send_took_still_wakes_the_receive(
 
 
 async def test_a_send_waits_for_room_and_keeps_the_order(
-    context: zmq.Context[zmq.Socket[bytes]],
+    context: zmq.Context[zmq.Socket[bytes]], tmp_path: Path
 ) -> None:
     dealer = context.socket(zmq.DEALER)
     dealer.sndhwm = 1
-    port = _free_port()
-    dealer.connect(f"tcp://127.0.0.1:{port}")  # nobody listens yet: messages queue to the HWM
+    address = f"ipc://{tmp_path}/shell"  # a path, not a port another test could take meanwhile
+    dealer.connect(address)  # nobody listens yet: messages queue up to the high-water mark
     sock = LoopSocket(dealer)
+    sent: list[int] = []
     try:
-
-        async def send_all() -> None:
-            for n in range(20):
-                await sock.send_multipart([b"m", str(n).encode()])
-
-        sending = asyncio.create_task(send_all())
-        await asyncio.sleep(0.1)
-        assert not sending.done()  # full: the send waits
+        sending = asyncio.create_task(_send_numbered(sock, 20, sent))
+        await _until_stuck(sending, sent)
         router = context.socket(zmq.ROUTER)
-        router.bind(f"tcp://127.0.0.1:{port}")
+        router.bind(address)
         try:
             got = [(await asyncio.to_thread(router.recv_multipart))[2] for _ in range(20)]
             await asyncio.wait_for(sending, 5)
         finally:
             router.close(linger=0)
         assert got == [str(n).encode() for n in range(20)]
-
-        sending = asyncio.create_task(send_all())  # nobody listens any more: it waits again
-        await asyncio.sleep(0.1)
-        sock.close()
-        with pytest.raises(asyncio.CancelledError):
-            await sending
     finally:
         sock.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+async def test_closing_cancels_a_send_waiting_for_room(
+    context: zmq.Context[zmq.Socket[bytes]], tmp_path: Path
+) -> None:
+    dealer = context.socket(zmq.DEALER)
+    dealer.sndhwm = 1
+    dealer.connect(f"ipc://{tmp_path}/nobody")
+    sock = LoopSocket(dealer)
+    sent: list[int] = []
+    try:
+        sending = asyncio.create_task(_send_numbered(sock, 20, sent))
+        await _until_stuck(sending, sent)
+    finally:
+        sock.close()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    assert dealer.closed
+
+
+async def _send_numbered(sock: LoopSocket, count: int, sent: list[int]) -> None:
+    for n in range(count):
+        await sock.send_multipart([b"m", str(n).encode()])
+        sent.append(n)
+
+
+async def _until_stuck(sending: asyncio.Task[None], sent: list[int]) -> None:
+    """Until the sends stopped at the high-water mark, nobody receiving: the task waits."""
+    deadline = time.monotonic() + 5
+    while not sent:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert not sending.done()
+    assert len(sent) < 20

@@ -64,14 +64,16 @@ class LoopSocket:
         return events
 
     async def recv_multipart(self) -> list[bytes]:
+        waiting = self._check() & POLLIN
         while True:
-            if self._check() & POLLIN:
+            if waiting:
                 try:
                     frames = recv_frames(self.sock)
                     break
-                except zmq.Again:  # EVENTS said one waits; wait for the next signal then
+                except zmq.Again:  # it processed ZMQ's commands: the next message signals
                     pass
             await self._wait(self._receivers)
+            waiting = True  # woken by a check that saw a message: no need to read EVENTS again
         if self._senders:
             self._check()  # the receive may have taken the signal of room to send
         return frames
