@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import perf  # (the same Kernelbus launch and clients as the perf bench)
 import relay_floor
 
-from kernelbus.framing import V1_PROTOCOL, pack_v1, unpack_v1
+from kernelbus.framing import pack_v1, unpack_v1
 
 Dates = dict[str, tuple[float, float]]
 """Per message (`busy`, `execute_input`, `execute_result`, `execute_reply`, `idle`): the
@@ -106,26 +106,12 @@ def summary(samples: list[tuple[float, Dates]]) -> dict[str, float]:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    from jupyter_client.manager import AsyncKernelManager
-    from websockets.asyncio.client import connect
 
     env = dict(item.split("=", 1) for item in args.env)
     async with contextlib.AsyncExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hops-")))
-        gw = await stack.enter_async_context(perf.kernelbus(root / "kb", env))
-        http = await stack.enter_async_context(gw.http())
-        kernel_id, _ = await gw.ready_kernel(http)
-        stack.push_async_callback(http.delete, f"/api/kernels/{kernel_id}")
-        kb = await stack.enter_async_context(gw.socket(kernel_id, v1=True))
-
-        km = AsyncKernelManager(kernel_name="python3")
-        await km.start_kernel()
-        stack.push_async_callback(km.shutdown_kernel, now=True)
-        side = stack.enter_context(relay_floor.relay(root, km.connection_file))
-        relay_ws = await stack.enter_async_context(
-            connect(side["url"], subprotocols=[V1_PROTOCOL], max_size=None, ping_interval=None)  # type: ignore[list-item]
-        )
-        await asyncio.wait_for(perf.WsClient(relay_ws, True).kernel_info(), 60)
+        both = await relay_floor.kernelbus_and_relay(stack, root, env)
+        kb, relay_ws = both.kernelbus, both.relay.ws
 
         clients, _ = await stack.enter_async_context(perf.direct_kernels(1))
         sides: dict[str, Callable[[], Awaitable[tuple[float, Dates]]]] = {

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-import perf
 import relay_floor
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -48,32 +47,13 @@ def thread_times(pids: dict[str, list[int]]) -> dict[str, tuple[float, float]]:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    from jupyter_client.manager import AsyncKernelManager
-    from websockets.asyncio.client import connect
-
-    from kernelbus.framing import V1_PROTOCOL
-
     async with contextlib.AsyncExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-cpu-")))
-        gw = await stack.enter_async_context(perf.kernelbus(root / "kb", {}))
-        http = await stack.enter_async_context(gw.http())
-        kernel_id, _ = await gw.ready_kernel(http)
-        stack.push_async_callback(http.delete, f"/api/kernels/{kernel_id}")
-        kb = await stack.enter_async_context(gw.socket(kernel_id, v1=True))
-
-        km = AsyncKernelManager(kernel_name="python3")
-        await km.start_kernel()
-        stack.push_async_callback(km.shutdown_kernel, now=True)
-        side = stack.enter_context(relay_floor.relay(root, km.connection_file))
-        ws = await stack.enter_async_context(
-            connect(side["url"], subprotocols=[V1_PROTOCOL], max_size=None, ping_interval=None)  # type: ignore[list-item]
-        )
-        relay = perf.WsClient(ws, True)
-        await asyncio.wait_for(relay.kernel_info(), 60)
+        both = await relay_floor.kernelbus_and_relay(stack, root, {})
 
         sides = {
-            "kernelbus": (kb.execute, gw.cpu_pids),
-            "relay": (relay.execute, lambda: side["pids"]),
+            "kernelbus": (both.kernelbus.execute, both.gateway.cpu_pids),
+            "relay": (both.relay.execute, lambda: both.relay_pids),
         }
         for execute, _ in sides.values():
             for _ in range(50):

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,12 +172,47 @@ def relay(root: Path, connection_file: str) -> Iterator[dict[str, Any]]:
             terminate(proc, 10)
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class Sides:
+    """Kernelbus and the relay, each with a kernel and a v1 websocket that kernel_info crossed."""
+
+    gateway: Any  # perf.Gateway (perf is imported once the bench's directory is on sys.path)
+    kernelbus: Any  # perf.WsClient
+    relay: Any  # perf.WsClient
+    relay_pids: dict[str, list[int]]
+
+
+async def kernelbus_and_relay(
+    stack: contextlib.AsyncExitStack, root: Path, env: dict[str, str]
+) -> Sides:
+    """`kernelbus run` (`env` added) with one kernel, and the relay in front of a kernel of its
+    own; everything stops, by pid, when `stack` closes."""
     import perf
     from jupyter_client.manager import AsyncKernelManager
     from websockets.asyncio.client import connect
 
     from kernelbus.framing import V1_PROTOCOL
+
+    gw = await stack.enter_async_context(perf.kernelbus(root / "kb", env))
+    http = await stack.enter_async_context(gw.http())
+    kernel_id, _ = await gw.ready_kernel(http)
+    stack.push_async_callback(http.delete, f"/api/kernels/{kernel_id}")
+    kb = await stack.enter_async_context(gw.socket(kernel_id, v1=True))
+
+    km = AsyncKernelManager(kernel_name="python3")
+    await km.start_kernel()
+    stack.push_async_callback(km.shutdown_kernel, now=True)
+    side = stack.enter_context(relay(root, km.connection_file))
+    ws = await stack.enter_async_context(
+        connect(side["url"], subprotocols=[V1_PROTOCOL], max_size=None, ping_interval=None)  # type: ignore[list-item]
+    )
+    relay_client = perf.WsClient(ws, True)
+    await asyncio.wait_for(relay_client.kernel_info(), 60)
+    return Sides(gw, kb, relay_client, side["pids"])
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    import perf
 
     out: dict[str, Any] = {
         "load_average_at_start": os.getloadavg(),
@@ -186,31 +222,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
     root = Path(tempfile.mkdtemp(prefix="relay-floor-"))
     async with contextlib.AsyncExitStack() as stack:
-        gw = await stack.enter_async_context(perf.kernelbus(root / "kb", {}))
-        http = await stack.enter_async_context(gw.http())
-        kernel_id, _ = await gw.ready_kernel(http)
-        stack.push_async_callback(http.delete, f"/api/kernels/{kernel_id}")
-        kb = await stack.enter_async_context(gw.socket(kernel_id, v1=True))
-
+        sides = await kernelbus_and_relay(stack, root, {})
         clients, _ = await stack.enter_async_context(perf.direct_kernels(1))
         kc = clients[0]
-
-        km = AsyncKernelManager(kernel_name="python3")
-        await km.start_kernel()
-        stack.push_async_callback(km.shutdown_kernel, now=True)
-        side = stack.enter_context(relay(root, km.connection_file))
-        ws = await stack.enter_async_context(
-            connect(side["url"], subprotocols=[V1_PROTOCOL], max_size=None, ping_interval=None)  # type: ignore[list-item]
-        )
-        rl = perf.WsClient(ws, True)
-        await asyncio.wait_for(rl.kernel_info(), 60)
+        kb, rl, gw = sides.kernelbus, sides.relay, sides.gateway
 
         executes = {
             "direct": lambda code: perf.zmq_execute(kc, code),
             "relay": rl.execute,
             "kernelbus": kb.execute,
         }
-        pids = {"relay": lambda: side["pids"], "kernelbus": gw.cpu_pids}
+        pids = {"relay": lambda: sides.relay_pids, "kernelbus": gw.cpu_pids}
         for execute in executes.values():
             for _ in range(20):
                 await execute("1+1")
