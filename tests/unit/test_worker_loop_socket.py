@@ -183,11 +183,15 @@ async def _send_numbered(sock: LoopSocket, count: int, sent: list[int]) -> None:
 
 
 async def _until_stuck(sending: asyncio.Task[None], sent: list[int]) -> None:
-    """Until the sends stopped at the high-water mark, nobody receiving: the task waits."""
+    """Until the sends stopped at the high-water mark, nobody receiving: the task waits, and
+    waits for the FD rather than retrying (this process's CPU time stays flat meanwhile)."""
     deadline = time.monotonic() + 5
     while not sent:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.05)
+    cpu = time.process_time()
+    await asyncio.sleep(0.2)
+    assert time.process_time() - cpu < 0.05
     assert not sending.done()
     assert len(sent) < 20
