@@ -123,7 +123,7 @@ async def test_a_reply_whose_signal_a_send_took_still_wakes_the_receive(
         await shell.send_multipart([b"hello"])
         identity, _ = await asyncio.to_thread(router.recv_multipart)
         reply = asyncio.create_task(shell.recv_multipart())
-        await asyncio.sleep(0.05)  # the receive waits for the FD
+        await asyncio.sleep(0)  # one loop turn: the receive runs until it waits for the FD
         router.send_multipart([identity, b"reply"])
         _until_readable(dealer)  # the reply reached the socket; the loop has not run since
         await shell.send_multipart([b"next"])

@@ -39,7 +39,7 @@ import zmq
 
 from kernelbus.memory import DEFAULT_KEEP_BYTES, keep_freed_memory, release_freed_memory
 from kernelbus.processes import pid_running
-from kernelbus_worker.zmqframes import EVENTS, POLLIN, message_parts, recv_frames
+from kernelbus_worker.zmqframes import message_parts, recv_frames
 
 log = logging.getLogger("kernelbus_worker.keeper")
 
@@ -100,9 +100,11 @@ class Watched:
         now = time.monotonic()
         taken = 0
         while limit is None or taken < limit:
+            if sock.closed:
+                return False
             try:
-                if sock.closed or not int(sock.getsockopt(EVENTS)) & POLLIN:
-                    return False
+                # No EVENTS read first: a receive that finds nothing says so (zmq.Again), and
+                # like the EVENTS read it processes ZMQ's commands, so the next message signals.
                 frames = recv_frames(sock)
             except zmq.Again:
                 return False
