@@ -90,7 +90,7 @@ async def test_a_dead_child_is_restarted_and_reported() -> None:
     async def report(restart: Restart) -> None:
         reported.append(restart)
 
-    supervisor = Supervisor([worker, api], fast, report, poll_interval=0.01)
+    supervisor = Supervisor([worker, api], fast, report, poll_interval=0.01, wake_on_exit=False)
     stop = asyncio.Event()
     running = asyncio.create_task(supervisor.run(stop))
     worker.crash(-9)
@@ -109,7 +109,9 @@ async def test_a_crash_loop_ends_supervision_naming_the_service() -> None:
     async def report(restart: Restart) -> None:
         pytest.fail("a start that failed is not a restart")
 
-    supervisor = Supervisor([culler], lambda: fast(max_restarts=3), report, poll_interval=0.01)
+    supervisor = Supervisor(
+        [culler], lambda: fast(max_restarts=3), report, poll_interval=0.01, wake_on_exit=False
+    )
     loop = await asyncio.wait_for(supervisor.run(stop), 10)
     assert loop == CrashLoop("culler", 1, 0, "last words of culler")
     assert culler.starts == 3
@@ -124,7 +126,7 @@ async def test_stopping_cancels_a_pending_restart() -> None:
         pytest.fail("no restart after stop")
 
     slow = RestartPolicy(initial=30.0, maximum=30.0)
-    supervisor = Supervisor([nats], lambda: slow, report, poll_interval=0.01)
+    supervisor = Supervisor([nats], lambda: slow, report, poll_interval=0.01, wake_on_exit=False)
     stop = asyncio.Event()
     running = asyncio.create_task(supervisor.run(stop))
     nats.crash()

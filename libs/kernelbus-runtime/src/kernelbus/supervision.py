@@ -1,9 +1,9 @@
 """Keeping the embedded deployment's processes running: a process that exits unasked is
 restarted after a back-off, unless it is crash-looping (ADR 0012).
 
-`RestartPolicy` is the pure decision (when to restart, when to give up); `Supervisor` polls the
-children, restarts them and reports each restart; the children themselves (a service, the
-nats-server) are in `kernelbus.children`.
+`RestartPolicy` is the pure decision (when to restart, when to give up); `Supervisor` notices
+exits, restarts the children and reports each restart; the children themselves (a service,
+the nats-server) are in `kernelbus.children`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+POLL = 0.1
+"""Seconds between looks at the children when their exits cannot be waited for."""
+WAKEFUL_POLL = 2.0
+"""Seconds between looks when every child's exit wakes the supervisor (a pidfd each): only a
+safety net then, so an idle launcher does not wake ten times a second (ADR 0029)."""
 
 
 class Child(Protocol):
@@ -102,6 +109,8 @@ class _Watched:
     restarting: asyncio.Task[None] | None = None
     starting: bool = False
     """The new process is being started (in a thread): let that finish, never cancel it."""
+    exit_fd: tuple[int, int] | None = None
+    """(pid, pidfd) of the process whose exit wakes the supervisor."""
 
 
 class Supervisor:
@@ -112,29 +121,84 @@ class Supervisor:
         children: list[Child],
         policy: Callable[[], RestartPolicy],
         on_restart: OnRestart,
-        poll_interval: float = 0.1,
+        poll_interval: float | None = None,
+        wake_on_exit: bool = True,
     ) -> None:
+        """`wake_on_exit`: wait for each child's exit on a pidfd (Linux), falling back to
+        polling every `POLL` s where that fails; `poll_interval` overrides either interval."""
         self._watched = [_Watched(child, policy()) for child in children]
         self._on_restart = on_restart
-        self._poll = poll_interval
+        self._wakeful = wake_on_exit and hasattr(os, "pidfd_open")
+        self._interval = poll_interval
+        self._wake = asyncio.Event()
+
+    @property
+    def _poll(self) -> float:
+        if self._interval is not None:
+            return self._interval
+        return WAKEFUL_POLL if self._wakeful else POLL
 
     def restarts(self, name: str) -> int:
         return next((w.restarts for w in self._watched if w.child.name == name), 0)
 
     async def run(self, stop: asyncio.Event) -> CrashLoop | None:
         """Watch until `stop` (returns None) or a crash loop (returns it, children untouched)."""
+        relay = asyncio.create_task(self._wake_on(stop))
         try:
             while not stop.is_set():
+                self._wake.clear()
                 for watched in self._watched:
-                    if watched.restarting is not None or watched.child.alive():
+                    if watched.restarting is not None:
+                        continue
+                    if watched.child.alive():
+                        self._watch_exit(watched)
                         continue
                     if (loop := self._exited(watched)) is not None:
                         return loop
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._poll)
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
             return None
         finally:
+            relay.cancel()
+            for watched in self._watched:
+                self._unwatch_exit(watched)
             await self._cancel_restarts()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    def _watch_exit(self, watched: _Watched) -> None:
+        """Be woken when the child's current process exits (a pidfd is readable then)."""
+        pid = watched.child.pid
+        if not self._wakeful or (watched.exit_fd is not None and watched.exit_fd[0] == pid):
+            return
+        self._unwatch_exit(watched)
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            if watched.child.alive():  # a pid that is not a process of ours: poll instead
+                self._wakeful = False
+            else:
+                self._wake.set()  # gone already (reaped since `alive`): look again now
+            return
+        except OSError as exc:  # no pidfds here (old kernel, seccomp): poll instead
+            log.info("cannot wait for process exits (%s); polling every %.1f s", exc, POLL)
+            self._wakeful = False
+            return
+        watched.exit_fd = (pid, fd)
+        asyncio.get_running_loop().add_reader(fd, self._on_exit, watched)
+
+    def _on_exit(self, watched: _Watched) -> None:
+        self._unwatch_exit(watched)
+        self._wake.set()
+
+    def _unwatch_exit(self, watched: _Watched) -> None:
+        if watched.exit_fd is not None:
+            fd = watched.exit_fd[1]
+            watched.exit_fd = None
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
 
     def _exited(self, watched: _Watched) -> CrashLoop | None:
         child = watched.child
@@ -160,6 +224,7 @@ class Supervisor:
         finally:
             watched.starting = False
             watched.restarting = None
+            self._wake.set()  # watch the new process's exit (or see that it died already)
         watched.restarts += 1
         log.warning("%s restarted (pid %d, restart %d)", child.name, child.pid, watched.restarts)
         try:
