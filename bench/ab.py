@@ -39,18 +39,27 @@ def side_env(assignments: str, tree: str | None) -> dict[str, str]:
     return env
 
 
+async def start_side(
+    stack: contextlib.AsyncExitStack, env: dict[str, str]
+) -> tuple[perf.WsClient, dict[str, list[int]]]:
+    """`kernelbus run` with `env`, a kernel, a v1 websocket warmed up with `WARMUP` round
+    trips, and the stack's pids; all of it stops when `stack` closes."""
+    root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    gw = await stack.enter_async_context(perf.kernelbus(root, env))
+    http = await stack.enter_async_context(gw.http())
+    kernel_id, _ = await gw.ready_kernel(http)
+    client = await stack.enter_async_context(gw.socket(kernel_id, v1=True))
+    for _ in range(WARMUP):
+        await client.execute("1+1")
+    return client, gw.cpu_pids()
+
+
 async def measure(envs: dict[str, dict[str, str]], blocks: int, block: int) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         sides: dict[str, dict[str, Any]] = {}
         for name, env in envs.items():
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            gw = await stack.enter_async_context(perf.kernelbus(root, env))
-            http = await stack.enter_async_context(gw.http())
-            kernel_id, _ = await gw.ready_kernel(http)
-            client = await stack.enter_async_context(gw.socket(kernel_id, v1=True))
-            for _ in range(WARMUP):
-                await client.execute("1+1")
-            sides[name] = {"client": client, "pids": gw.cpu_pids(), "ms": [], "cpu": {}}
+            client, pids = await start_side(stack, env)
+            sides[name] = {"client": client, "pids": pids, "ms": [], "cpu": {}}
         names = list(sides)
         for index in range(blocks):
             for name in names if index % 2 == 0 else reversed(names):
@@ -80,17 +89,27 @@ async def measure(envs: dict[str, dict[str, str]], blocks: int, block: int) -> d
         return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def side_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options naming the two sides (and `--json`), for this bench and its siblings."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--a", default="", help='side A\'s environment, "K=V K=V"')
     parser.add_argument("--b", default="", help="side B's environment")
     parser.add_argument("--a-tree", help="a checkout side A runs from")
     parser.add_argument("--b-tree", help="a checkout side B runs from")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    return parser
+
+
+def side_envs(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    return {"A": side_env(args.a, args.a_tree), "B": side_env(args.b, args.b_tree)}
+
+
+def main() -> None:
+    parser = side_parser(__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--blocks", type=int, default=40)
     parser.add_argument("--block", type=int, default=100, help="round trips per block")
-    parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
-    envs = {"A": side_env(args.a, args.a_tree), "B": side_env(args.b, args.b_tree)}
+    envs = side_envs(args)
     result = asyncio.run(measure(envs, args.blocks, args.block))
     for name, side in result.items():
         print(

@@ -11,21 +11,18 @@ Prints, per side, ms of CPU per second of wall time by process (psutil's user + 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 import perf
-from ab import side_env
+from ab import side_envs, side_parser, start_side
 
-WARMUP = 50
 SETTLE = 5.0
 """Seconds after the warm-up before measuring (the activity flush and pool refills end)."""
 
@@ -34,14 +31,8 @@ async def measure(envs: dict[str, dict[str, str]], windows: int, window: float) 
     async with contextlib.AsyncExitStack() as stack:
         sides: dict[str, dict[str, Any]] = {}
         for name, env in envs.items():
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            gw = await stack.enter_async_context(perf.kernelbus(root, env))
-            http = await stack.enter_async_context(gw.http())
-            kernel_id, _ = await gw.ready_kernel(http)
-            client = await stack.enter_async_context(gw.socket(kernel_id, v1=True))
-            for _ in range(WARMUP):
-                await client.execute("1+1")
-            sides[name] = {"pids": gw.cpu_pids(), "cpu": {}, "seconds": 0.0}
+            _, pids = await start_side(stack, env)
+            sides[name] = {"pids": pids, "cpu": {}, "seconds": 0.0}
         await asyncio.sleep(SETTLE)
         names = list(sides)
         for index in range(windows):
@@ -68,17 +59,11 @@ async def measure(envs: dict[str, dict[str, str]], windows: int, window: float) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--a", default="", help='side A\'s environment, "K=V K=V"')
-    parser.add_argument("--b", default="", help="side B's environment")
-    parser.add_argument("--a-tree", help="a checkout side A runs from")
-    parser.add_argument("--b-tree", help="a checkout side B runs from")
+    parser = side_parser(__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--windows", type=int, default=6)
     parser.add_argument("--window", type=float, default=10.0, help="seconds per window")
-    parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
-    envs = {"A": side_env(args.a, args.a_tree), "B": side_env(args.b, args.b_tree)}
-    result = asyncio.run(measure(envs, args.windows, args.window))
+    result = asyncio.run(measure(side_envs(args), args.windows, args.window))
     for name, side in result.items():
         print(name, f"CPU {side['cpu_ms_per_second']} ms per s idle:", side["cpu_by_process"])
     if args.json:
