@@ -204,8 +204,12 @@ class KernelBridge:
         conn_id = self.routes.lookup(parent_id)
         if conn_id is None and self.readopted and channel != "stdin":
             # A reply to a request sent through this kernel's previous worker, whose routes
-            # died with it: every client of the kernel gets it (clients skip foreign replies).
-            await self.outbox.publish(self._iopub_subject, pack_v1(channel, parts))
+            # died with it: every client of the kernel gets it (clients skip foreign replies),
+            # kept and held as iopub output is, so that a session with nobody attached right
+            # now (its api replica died too) is sent it when it comes back.
+            frame = pack_v1(channel, parts)
+            self.connections.note_iopub(frame)
+            await self._send(None, frame)
             return
         if conn_id is None:
             self.log.debug("no route for a %s reply to %s; dropped", channel, parent_id)
