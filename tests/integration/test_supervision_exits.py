@@ -37,14 +37,14 @@ async def test_a_killed_child_is_restarted_without_polling(tmp_path: Path) -> No
     running = asyncio.create_task(supervisor.run(stop))
     try:
         first = child.pid
-        await asyncio.sleep(0.2)  # the supervisor is waiting on its exit now
+        await until(lambda: supervisor.waits_for_exit("sleeper"), what="the first exit watched")
         os.kill(first, signal.SIGKILL)
         await until(lambda: len(reported) == 1, timeout=60, what="the first restart")
         second = child.pid
         assert second != first and child.alive()
         assert reported[0] == Restart("sleeper", -signal.SIGKILL, 1, 0.0, second)
 
-        await asyncio.sleep(0.2)
+        await until(lambda: supervisor.waits_for_exit("sleeper"), what="the second exit watched")
         os.kill(second, signal.SIGKILL)  # the restarted process is watched as well
         await until(lambda: len(reported) == 2, timeout=60, what="the second restart")
         assert child.pid not in (first, second) and child.alive()

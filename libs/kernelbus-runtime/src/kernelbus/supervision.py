@@ -141,6 +141,13 @@ class Supervisor:
     def restarts(self, name: str) -> int:
         return next((w.restarts for w in self._watched if w.child.name == name), 0)
 
+    def waits_for_exit(self, name: str) -> bool:
+        """The exit of `name`'s current process wakes the supervisor (its pidfd is watched)."""
+        for watched in self._watched:
+            if watched.child.name == name and watched.exit_fd is not None:
+                return watched.exit_fd[0] == watched.child.pid
+        return False
+
     async def run(self, stop: asyncio.Event) -> CrashLoop | None:
         """Watch until `stop` (returns None) or a crash loop (returns it, children untouched)."""
         relay = asyncio.create_task(self._wake_on(stop))
