@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from kernelbus import subjects
 from kernelbus.events import EVENT_ID_HEADER, MSG_ID_HEADER, SOURCE_HEADER
 from kernelbus.schemas import load_event_schemas
+from kernelbus.tasks import cancel_and_wait
 from kernelbus.telemetry import inject_headers
 
 log = logging.getLogger(__name__)
@@ -106,10 +107,7 @@ class EventPublisher:
         """Flush for at most `timeout` seconds, then stop; logs what could not be sent."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.flush(), timeout)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if not self._queue.empty():
             log.error("%d events not published before close", self._queue.qsize())
 

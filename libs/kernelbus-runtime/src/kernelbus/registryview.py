@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from kernelbus import subjects
 from kernelbus.bus_kv import kv_stream
 from kernelbus.models import ExecutionState, KernelRecord, jupyter_kernel_model
+from kernelbus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -316,11 +317,7 @@ class RegistryView:
 
     async def close(self) -> None:
         self._stop.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
 
     async def kernel_summaries(self) -> list[KernelSummary] | None:

@@ -4,7 +4,6 @@ import time, so tests pass their own settings."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +18,7 @@ from kernelbus.bus_types import Client, Msg
 from kernelbus.errors import KernelbusError
 from kernelbus.eventpublisher import EventPublisher
 from kernelbus.startup import open_bus, open_registry, starting
+from kernelbus.tasks import cancel_and_wait
 from kernelbus_api import drains, errors, metrics, openapi
 from kernelbus_api.admission import Admission
 from kernelbus_api.busguard import BusGuard
@@ -103,9 +103,7 @@ async def open_state(settings: ApiSettings, stack: AsyncExitStack) -> AppState:
 async def _stop_flush(sessions: Sessions, task: asyncio.Task[None]) -> None:
     """Stop the session flush task; one last bounded try for writes still pending (ADR 0023:
     a replica that stops before JetStream takes them loses them)."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
     if sessions.writes.pending():
         try:
             await within(sessions.flush())

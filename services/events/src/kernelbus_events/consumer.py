@@ -22,6 +22,7 @@ from kernelbus.bus_types import (
 from kernelbus.errors import describe_error
 from kernelbus.events import EVENT_ID_HEADER, MSG_ID_HEADER, SOURCE_HEADER
 from kernelbus.schemas import InvalidEvent, parse_capsule
+from kernelbus.tasks import cancel_and_wait
 from kernelbus_events.metrics import EventsMetrics
 from kernelbus_events.settings import EventsSettings
 from kernelbus_events.store import EventStore, NewEvent, StoredEvent
@@ -79,10 +80,7 @@ class EventConsumer:
     async def stop(self) -> None:
         """Stop pulling. Unacked messages are redelivered to the next consumer (at least once;
         the store de-duplicates)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._sub is not None:
             # The server answers a cancelled fetch later (a 408 status) into the subscription's
             # queue, which nobody reads any more: draining the connection would wait on that

@@ -17,6 +17,7 @@ from kernelbus.eventpublisher import EventPublisher
 from kernelbus.memory import release_freed_memory
 from kernelbus.registry import Registry
 from kernelbus.startup import open_bus, open_registry, starting, stop_on_signals
+from kernelbus.tasks import cancel_and_wait
 from kernelbus.timefmt import utcnow
 from kernelbus_worker import httpserver
 from kernelbus_worker.handlers import Handlers
@@ -222,9 +223,7 @@ class _Running:
 
     async def stop(self) -> None:
         """Cancel the loops and wait until they ended; close the server."""
-        for task in self.loops:
-            task.cancel()
-        await asyncio.gather(*self.loops, return_exceptions=True)
+        await cancel_and_wait(*self.loops)
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()

@@ -7,13 +7,13 @@ counts of a replica that died without cleaning up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
 from kernelbus.bounded import within
 from kernelbus.registry import Registry
+from kernelbus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,4 @@ class ConnectionCounts:
                 await self._write(kernel_id)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)

@@ -16,6 +16,7 @@ from kernelbus.bus_types import Msg, Subscription
 from kernelbus.errors import KernelbusError, NoSuchKernel
 from kernelbus.framing import pack_v1
 from kernelbus.messages import AttachConnection, AttachReply, DetachConnection
+from kernelbus.tasks import cancel_and_wait
 from kernelbus_api.channels import undelivered
 from kernelbus_api.channels.connection import Connection, SeenIds
 from kernelbus_api.channels.counts import ConnectionCounts
@@ -63,10 +64,7 @@ class Hub:
 
     async def aclose(self) -> None:
         """Stop what the hub runs on its own: re-attaches after an outage, the count refresh."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         await self.counts.aclose()
 
     # --- NATS outages -----------------------------------------------------------------------
