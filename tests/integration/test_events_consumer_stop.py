@@ -30,7 +30,7 @@ from kernelbus_events.tail import Tail
 
 pytestmark = pytest.mark.integration
 
-STOPS = 200
+STOPS = 400
 STOP_BOUND = 10.0  # a correctness bound, not a speed target: a lost cancellation never ends
 
 
