@@ -17,6 +17,7 @@ class Loop:
     def __init__(self, ignore: int) -> None:
         self.ignore = ignore
         self.cancellations = 0
+        self.cancelled_again = asyncio.Event()
 
     async def run(self) -> None:
         while True:
@@ -24,6 +25,8 @@ class Loop:
                 await asyncio.sleep(3600)
             except asyncio.CancelledError:
                 self.cancellations += 1
+                if self.cancellations > 1:
+                    self.cancelled_again.set()
                 if self.cancellations > self.ignore:
                     raise
 
@@ -54,7 +57,7 @@ async def test_ended_failed_and_absent_tasks_are_accepted_and_nothing_is_raised(
 
     failed = asyncio.create_task(fail())
     finished = asyncio.create_task(asyncio.sleep(0))
-    await asyncio.sleep(0.01)
+    await asyncio.wait({failed, finished})
     running = asyncio.create_task(asyncio.sleep(3600))
     await cancel_and_wait(failed, None, finished, running)
     assert failed.done() and finished.done() and running.cancelled()
@@ -64,7 +67,7 @@ async def test_the_callers_own_cancellation_is_not_swallowed() -> None:
     loop = Loop(ignore=10**9)
     stubborn = await _started(loop)
     stopping = asyncio.create_task(cancel_and_wait(stubborn, again_after=0.01))
-    await asyncio.sleep(0.05)
+    await loop.cancelled_again.wait()
     stopping.cancel()
     with pytest.raises(asyncio.CancelledError):
         await stopping

@@ -21,7 +21,7 @@ AGAIN_AFTER = 0.5
 
 
 async def cancel_and_wait(
-    *tasks: asyncio.Future[Any] | None, again_after: float = AGAIN_AFTER
+    *tasks: asyncio.Task[Any] | None, again_after: float = AGAIN_AFTER
 ) -> None:
     """Cancel every task and return once all have ended, whatever each raised.
 
@@ -36,12 +36,10 @@ async def cancel_and_wait(
     while running:
         _, running = await asyncio.wait(running, timeout=again_after)
         for task in running:
-            log.info("task %s still running after its cancellation; cancelling again", _name(task))
+            log.info(
+                "task %s still running after its cancellation; cancelling again", task.get_name()
+            )
             task.cancel()
     for ended in given:
         if not ended.cancelled():
             ended.exception()
-
-
-def _name(task: asyncio.Future[Any]) -> str:
-    return task.get_name() if isinstance(task, asyncio.Task) else repr(task)
