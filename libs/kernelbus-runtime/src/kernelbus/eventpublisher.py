@@ -6,7 +6,9 @@ envelope is exactly what jupyter_server writes), validates it synchronously (a
 A background task publishes the queue in order with `js.publish`, retrying while NATS is
 unreachable; the `Nats-Msg-Id` header makes a retried publish count once inside the stream's
 duplicate window. The queue is bounded: when NATS stays away long enough to fill it, `emit`
-waits for room (back-pressure) rather than dropping an event. `close()` flushes.
+waits for room (back-pressure) rather than dropping an event. `close()` flushes; while the bus
+is down it waits only `OUTAGE_WAIT` for it, so that a process told to stop during an outage
+stops (what is still queued then is logged as lost).
 
 The schema ids, headers and payloads are contracts, in `kernelbus.events`.
 """
@@ -14,10 +16,10 @@ The schema ids, headers and payloads are contracts, in `kernelbus.events`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,10 @@ from kernelbus.tasks import cancel_and_wait
 from kernelbus.telemetry import inject_headers
 
 log = logging.getLogger(__name__)
+
+OUTAGE_WAIT = 1.0
+"""Seconds `close()` waits for the queue when the bus is down at that moment: enough for a
+reconnect already under way, short of the SIGKILL that `docker compose stop` sends after 10 s."""
 
 
 class UnknownSchema(ValueError):
@@ -60,18 +66,29 @@ class EventPublisher:
     """Validates and publishes events for one process (`source` names it in a header)."""
 
     def __init__(
-        self, js: JetStreamContext, source: str, max_queue: int = 10_000, retry_max: float = 2.0
+        self,
+        js: JetStreamContext,
+        source: str,
+        max_queue: int = 10_000,
+        retry_max: float = 2.0,
+        connected: Callable[[], bool] = lambda: True,
     ) -> None:
         self._js = js
         self._source = source
+        self._connected = connected
         self._logger = build_logger()
         self._queue: asyncio.Queue[PendingEvent] = asyncio.Queue(maxsize=max_queue)
         self._retry_max = retry_max
         self._task: asyncio.Task[None] | None = None
+        self._in_flight = 0
 
     @classmethod
-    async def open(cls, js: JetStreamContext, source: str) -> EventPublisher:
-        publisher = cls(js, source)
+    async def open(
+        cls, js: JetStreamContext, source: str, connected: Callable[[], bool] = lambda: True
+    ) -> EventPublisher:
+        """`connected` says whether the bus is up (`Connectivity.connected`): `close` waits
+        for the bus only `OUTAGE_WAIT` while it is not."""
+        publisher = cls(js, source, connected=connected)
         publisher.start()
         return publisher
 
@@ -104,19 +121,26 @@ class EventPublisher:
         await self._queue.join()
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Flush for at most `timeout` seconds, then stop; logs what could not be sent."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.flush(), timeout)
+        """Flush for at most `timeout` seconds (`OUTAGE_WAIT` while the bus is down), then
+        stop; logs what could not be sent."""
+        connected = self._connected()
+        wait = timeout if connected else min(timeout, OUTAGE_WAIT)
+        try:
+            await asyncio.wait_for(self.flush(), wait)
+        except TimeoutError:
+            unsent = self._queue.qsize() + self._in_flight
+            why = "" if connected else " (NATS unavailable)"
+            log.error("%d events not published before close%s", unsent, why)
         await cancel_and_wait(self._task)
-        if not self._queue.empty():
-            log.error("%d events not published before close", self._queue.qsize())
 
     async def _drain(self) -> None:
         while True:
             event = await self._queue.get()
+            self._in_flight = 1
             try:
                 await self._publish_with_retry(event)
             finally:
+                self._in_flight = 0
                 self._queue.task_done()
 
     async def _publish_with_retry(self, event: PendingEvent) -> None:

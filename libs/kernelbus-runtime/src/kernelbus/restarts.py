@@ -43,7 +43,10 @@ class RestartReporter:
             nats_url=nats_url, nats_user=login["NATS_USER"], nats_password=login["NATS_PASSWORD"]
         )
         self._nc = await bus.connect(settings, name="kernelbus-launcher", role="launcher")
-        self._publisher = await EventPublisher.open(self._nc.jetstream(), source="launcher")
+        nc = self._nc
+        self._publisher = await EventPublisher.open(
+            nc.jetstream(), source="launcher", connected=lambda: nc.is_connected
+        )
 
     async def serve(self, port: int) -> str:
         """Serve `/metrics` on 127.0.0.1:`port` (0: a free one); returns its URL."""

@@ -90,7 +90,9 @@ async def open_state(settings: ApiSettings, stack: AsyncExitStack) -> AppState:
         max_kernels=settings.max_kernels,
         max_per_user=settings.max_kernels_per_user,
     )
-    publisher = await EventPublisher.open(js, source=f"api/{settings.api_instance}")
+    publisher = await EventPublisher.open(
+        js, source=f"api/{settings.api_instance}", connected=lambda: handles.connectivity.connected
+    )
     stack.push_async_callback(publisher.close, 2)
     drains_kv = await Bucket.open(nc, subjects.DRAINS_BUCKET)
     kernel_manager = Kernels(settings, nc, registry, admission, drains_kv, publisher)

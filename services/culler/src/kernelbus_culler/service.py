@@ -53,7 +53,9 @@ async def _start(settings: CullerSettings, stack: contextlib.AsyncExitStack) -> 
     nc, js, connectivity = handles.nc, handles.js, handles.connectivity
     registry = await open_registry(stack, handles, view=True)
     leases = Leases(await Bucket.open(nc, subjects.CULL_BUCKET), settings.culler_id)
-    publisher = await EventPublisher.open(js, settings.culler_id)
+    publisher = await EventPublisher.open(
+        js, settings.culler_id, connected=lambda: connectivity.connected
+    )
     stack.push_async_callback(publisher.close)
     culler = Culler(settings, nc, registry, leases, publisher)
     losses = WorkerLossHandler(nc, registry, leases, publisher)

@@ -58,7 +58,9 @@ async def _start(settings: WorkerSettings, stack: contextlib.AsyncExitStack) -> 
     # First of all, and until the connection closes: the culler's liveness probe (ADR 0016).
     await bus.answer_pings(nc, subjects.worker_ping(settings.id))
     registry = await open_registry(stack, handles, view=False)
-    publisher = await EventPublisher.open(js, source=f"kernel-worker/{settings.id}")
+    publisher = await EventPublisher.open(
+        js, source=f"kernel-worker/{settings.id}", connected=lambda: connectivity.connected
+    )
     stack.push_async_callback(publisher.close)
     catalog = Catalog.create(settings.kernelspec_names)
     supervisor = Supervisor(settings, registry, MeteredOutbox(nc), publisher, catalog)
@@ -66,7 +68,7 @@ async def _start(settings: WorkerSettings, stack: contextlib.AsyncExitStack) -> 
     handlers = Handlers(nc, supervisor, catalog, settings.id, liveness)
     supervisor.observer = handlers
     _follow_connectivity(connectivity, supervisor, liveness)
-    farewell = _Farewell(settings, registry, publisher)
+    farewell = _Farewell(settings, registry, publisher, connectivity)
     stack.push_async_callback(farewell.say)
     running = _Running()
     # Stopped after the kernels, as before: a loop cancelled mid-way through a request to the
@@ -191,14 +193,21 @@ class _Farewell:
     settings: WorkerSettings
     registry: Registry
     publisher: EventPublisher
+    connectivity: bus.Connectivity
     announced: bool = False
     kernel_ids: list[str] = field(default_factory=list)
 
     async def say(self) -> None:
-        try:
-            await self.registry.remove_worker(self.settings.id)
-        except Exception as exc:  # the rest of the shutdown must still run
-            log.warning("cannot leave the registry: %s", exc, extra={"worker_id": self.settings.id})
+        ids = {"worker_id": self.settings.id}
+        if not self.connectivity.connected:
+            # A request now would only wait out its timeout: the culler declares this worker
+            # lost once its heartbeat ages out (ADR 0016).
+            log.warning("cannot leave the registry: %s", self.connectivity.reason(), extra=ids)
+        else:
+            try:
+                await self.registry.remove_worker(self.settings.id)
+            except Exception as exc:  # the rest of the shutdown must still run
+                log.warning("cannot leave the registry: %s", exc, extra=ids)
         if self.announced:
             event = _worker_event(self.settings, self.kernel_ids)
             await self.publisher.emit(events.WORKER_STOPPED, event)
