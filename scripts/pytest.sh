@@ -6,7 +6,12 @@ cd "$(dirname "$0")/.."
 # (pytest-randomly) and the run's last lines name the seed to replay it.
 order=(-p no:randomly)
 if [ -n "${KERNELBUS_RANDOM_ORDER:-}" ]; then order=(); fi
-.venv/bin/python -m pytest "${order[@]}" "$@"
+# Test files run in parallel on KERNELBUS_TEST_WORKERS pytest-xdist workers (2 by default; 0
+# runs them all in this process): each file stays whole on one worker, every e2e test on one
+# worker (the plugin's `xdist_group`s). Most of a test's time is waiting for processes it
+# started, not CPU.
+workers=(-n "${KERNELBUS_TEST_WORKERS:-2}" --dist loadgroup)
+.venv/bin/python -m pytest "${order[@]}" "${workers[@]}" "$@"
 status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: failing" >&2
