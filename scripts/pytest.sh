@@ -11,7 +11,8 @@ if [ -n "${KERNELBUS_RANDOM_ORDER:-}" ]; then order=(); fi
 # worker (the plugin's `xdist_group`s). Most of a test's time is waiting for processes it
 # started, not CPU.
 workers=(-n "${KERNELBUS_TEST_WORKERS:-2}" --dist loadgroup)
-.venv/bin/python -m pytest "${order[@]}" "${workers[@]}" "$@"
+# The 30 slowest setups, calls and teardowns close the report: where CI's time goes.
+.venv/bin/python -m pytest "${order[@]}" "${workers[@]}" --durations=30 "$@"
 status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: failing" >&2
