@@ -51,8 +51,9 @@ fuzz: install
 
 # The compose stack for real (tests/e2e/test_compose.py; also part of `make test`): installs
 # and starts a Docker engine if needed and builds the images offline (scripts/compose-env.sh).
+# In the pytest process itself: `-s` shows its timings only there, not from an xdist worker.
 compose-test: install
-	bash scripts/pytest.sh tests/e2e/test_compose.py -s
+	KERNELBUS_TEST_WORKERS=0 bash scripts/pytest.sh tests/e2e/test_compose.py -s
 
 bench: install
 	$(VENV)/bin/python bench/roundtrip.py
