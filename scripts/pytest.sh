@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 order=(-p no:randomly)
 if [ -n "${KERNELBUS_RANDOM_ORDER:-}" ]; then order=(); fi
 # Test files run in parallel on KERNELBUS_TEST_WORKERS pytest-xdist workers (2 by default; 0
-# runs them all in this process): each file stays whole on one worker, every e2e test on one
-# worker (the plugin's `xdist_group`s). Most of a test's time is waiting for processes it
-# started, not CPU.
-workers=(-n "${KERNELBUS_TEST_WORKERS:-2}" --dist loadgroup)
+# runs them all in this process): each file whole on one worker, and all of tests/e2e on one
+# (kernelbus.testing.xdistscope). Most of a test's time is waiting for processes it started,
+# not CPU.
+workers=(-n "${KERNELBUS_TEST_WORKERS:-2}" --dist loadfile)
 # The 30 slowest setups, calls and teardowns close the report: where CI's time goes.
 .venv/bin/python -m pytest "${order[@]}" "${workers[@]}" --durations=30 "$@"
 status=$?

@@ -64,6 +64,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             items[index] = item
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own; xdist may be absent
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Under `--dist loadfile`: files whole, and the e2e files as one unit (`xdistscope`)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from kernelbus.testing.xdistscope import FilesWithE2ETogether
+
+    return FilesWithE2ETogether(config, log)
+
+
 def _position_in_file(item: pytest.Item) -> tuple[int, str]:
     return (item.reportinfo()[1] or 0, item.nodeid)
 
