@@ -41,19 +41,9 @@ compose stack that a late step stops): under a shuffled run (pytest-randomly) th
 comes at a random place, but its tests keep their order in the file."""
 
 
-E2E_GROUP = "e2e"
-"""The pytest-xdist group of every `e2e` test: they install and start system services (apt,
-dockerd, Chromium) and whole stacks, so they run one after another on one worker."""
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Put the tests of each `scenario` module back in file order (after pytest-randomly's
-    shuffle, which keeps every module's tests together); name each test's pytest-xdist group
-    (`--dist loadgroup`): its module, or `E2E_GROUP`, so a module's fixtures are set up in one
-    worker only and its scenario stays whole."""
-    for item in items:
-        group = E2E_GROUP if item.get_closest_marker("e2e") is not None else str(item.path)
-        item.add_marker(pytest.mark.xdist_group(group))
+    shuffle, which keeps every module's tests together)."""
     slots: dict[str, list[int]] = {}
     for index, item in enumerate(items):
         if item.get_closest_marker(SCENARIO) is not None:
@@ -87,8 +77,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{SCENARIO}: steps of one scenario, kept in file order when shuffled"
     )
-    # pytest-xdist's own marker, declared here too for runs where xdist is not loaded.
-    config.addinivalue_line("markers", "xdist_group(name): run in one pytest-xdist worker")
     reaper.become_subreaper()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupted)

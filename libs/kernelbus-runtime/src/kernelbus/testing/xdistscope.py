@@ -16,7 +16,12 @@ from xdist.scheduler import LoadFileScheduling
 E2E_DIR = "tests/e2e/"
 
 
+def scope_of(nodeid: str) -> str:
+    """The unit a test is scheduled with: its file, or `E2E_DIR` for every e2e test."""
+    path = nodeid.split("::", 1)[0]
+    return E2E_DIR if path.startswith(E2E_DIR) else path
+
+
 class FilesWithE2ETogether(LoadFileScheduling):  # type: ignore[misc]  # xdist has no types
     def _split_scope(self, nodeid: str) -> str:
-        path = nodeid.split("::", 1)[0]
-        return E2E_DIR if path.startswith(E2E_DIR) else path
+        return scope_of(nodeid)
