@@ -78,3 +78,5 @@ def test_every_service_stops_by_itself_on_sigterm_while_nats_is_down(
     print(f"stop during a NATS outage, seconds per service: {took}")
     logs = "\n".join(killed)
     assert not killed, f"needed SIGKILL after {STOP_GRACE:.0f} s:\n{logs}"
+    # The worker did not wait out a registry request it knew could not be answered.
+    assert "cannot leave the registry: not connected to NATS" in started[1].log()
