@@ -11,8 +11,8 @@ from kernelbus_api.channels.undelivered import SentInputs
 def test_a_returned_message_is_taken_back_once() -> None:
     sent = SentInputs()
     seq = sent.next_seq()
-    sent.sent(seq, "shell", [b"a", b"b"])
-    assert sent.undelivered(seq) == ("shell", [b"a", b"b"])
+    sent.sent(seq, b"frame")
+    assert sent.undelivered(seq) == b"frame"
     assert sent.undelivered(seq) is None  # the status of its second chunk
     assert not sent.forgotten(seq)
 
@@ -21,19 +21,19 @@ def test_only_the_last_messages_are_kept_by_count_and_bytes() -> None:
     sent = SentInputs(keep=2, keep_bytes=10)
     seqs = [sent.next_seq() for _ in range(4)]
     for seq in seqs[:3]:
-        sent.sent(seq, "shell", [b"x"])
+        sent.sent(seq, b"x")
     assert sent.undelivered(seqs[0]) is None and sent.forgotten(seqs[0])
-    assert sent.undelivered(seqs[1]) == ("shell", [b"x"])
-    sent.sent(seqs[3], "shell", [b"y" * 11])  # over the byte bound on its own: not kept at all
+    assert sent.undelivered(seqs[1]) == b"x"
+    sent.sent(seqs[3], b"y" * 11)  # over the byte bound on its own: not kept at all
     assert sent.forgotten(seqs[2])
     assert sent.undelivered(seqs[3]) is None and sent.forgotten(seqs[3])
 
 
 def test_held_messages_stay_in_sequence_order() -> None:
     held: list[undelivered.Held] = []
-    undelivered.hold(held, (1, "shell", [b"1"]))
-    undelivered.hold(held, (3, "shell", [b"3"]))  # sent by the client after 1 was returned
-    undelivered.hold(held, (2, "shell", [b"2"]))  # returned by NATS after 3 was held
+    undelivered.hold(held, (1, b"1"))
+    undelivered.hold(held, (3, b"3"))  # sent by the client after 1 was returned
+    undelivered.hold(held, (2, b"2"))  # returned by NATS after 3 was held
     assert [h[0] for h in held] == [1, 2, 3]
 
 
@@ -55,7 +55,7 @@ def test_a_re_attach_names_what_is_kept_and_how_many_were_given() -> None:
     sent = SentInputs(keep=3)
     for _ in range(5):
         seq = sent.next_seq()
-        sent.sent(seq, "shell", [b"x"])
+        sent.sent(seq, b"x")
     assert sent.undelivered(4) is not None  # NATS returned it: held, no longer kept
     held_back = sent.next_seq()  # given while input is held: not published, not kept
     assert sent.given == held_back == 6

@@ -96,8 +96,10 @@ def test_kernel_ids_match_the_one_pattern() -> None:
     assert not re.match(UUID_PATTERN, new_kernel_id().upper())
 
 
-def test_the_connection_header_is_one_name() -> None:
-    assert subjects.CONN_HEADER == "KB-Conn"
+def test_a_client_messages_reply_subject_names_its_connection_and_number() -> None:
+    """The worker routes replies by the connection the reply subject names (no header)."""
+    parsed = subjects.parse_input_reply(subjects.input_reply("api-1", "c0ffee", 7))
+    assert parsed == subjects.InputReply("api-1", "c0ffee", 7)
 
 
 def test_kernel_action_payloads_validate_against_jupyter_servers_schema() -> None:

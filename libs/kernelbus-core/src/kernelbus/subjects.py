@@ -93,13 +93,9 @@ def parse_input_reply(subject: str | None) -> InputReply | None:
 
 
 def kernel_input(kernel_id: str) -> str:
-    """Client-to-kernel Jupyter messages (one NATS message per Jupyter message), each with the
-    sending connection's id in the `CONN_HEADER` header."""
+    """Client-to-kernel Jupyter messages (one NATS message per Jupyter message), each with an
+    `input_reply` subject: the connection its replies are routed back to, and its number."""
     return f"{PREFIX}.kernel.{_token(kernel_id)}.in"
-
-
-CONN_HEADER = "KB-Conn"
-"""Header of a `kernel_input` message: the conn_id its replies are routed back to."""
 
 
 def kernel_iopub(kernel_id: str) -> str:

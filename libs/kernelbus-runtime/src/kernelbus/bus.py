@@ -11,7 +11,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar, overload
+from typing import TypeVar, cast, overload
 
 import nats
 import nats.errors
@@ -24,7 +24,7 @@ from nats.js.kv import KeyValue
 from opentelemetry.trace import Span, StatusCode
 from pydantic import BaseModel, ValidationError
 
-from kernelbus import subjects
+from kernelbus import chunking, subjects
 from kernelbus.errors import (
     BadRequest,
     BusTimeout,
@@ -331,6 +331,18 @@ async def flush(nc: Client, timeout: float) -> None:
         raise BusTimeout(f"NATS did not answer a flush within {timeout:.0f} s") from exc
     except nats.errors.Error as exc:
         raise translate(exc, nc.is_connected) from exc
+
+
+async def publish_frame(nc: Client, subject: str, frame: bytes, reply: str = "") -> None:
+    """One Jupyter message's bus frame: a NATS message with no headers when it fits, else
+    ordered chunks (`kernelbus.chunking`) that are views of `frame`, each with `reply`."""
+    limit = nc.max_payload
+    if len(frame) <= limit - chunking.HEADROOM:
+        await nc.publish(subject, frame, reply=reply)
+        return
+    for headers, piece in chunking.split_views(frame, limit):
+        # nats-py only takes len() of the payload and appends it to its command bytes.
+        await nc.publish(subject, cast(bytes, piece), reply=reply, headers=headers)
 
 
 def _flush_done(pending: asyncio.Future[None]) -> None:

@@ -91,7 +91,7 @@ class Handlers:
                 )
                 return
             metrics.relayed(metrics.TO_KERNEL, len(frame))
-            await bridge.from_client(frame, (msg.headers or {}).get(subjects.CONN_HEADER))
+            await bridge.from_client(frame, sent.conn_id if sent is not None else None)
 
         self._kernel_subs[kid] = [
             await self.nc.subscribe(subjects.kernel_input(kid), cb=on_input),

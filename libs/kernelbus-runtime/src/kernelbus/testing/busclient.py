@@ -40,6 +40,8 @@ class BusConnection:
     api_instance: str = field(default_factory=lambda: f"tests-{uuid.uuid4().hex[:8]}")
     inbox: asyncio.Queue[Received] = field(default_factory=asyncio.Queue)
     session: Session = field(default_factory=Session)
+    sent: int = 0
+    """Client messages sent so far (each is numbered in its reply subject, as an api does)."""
 
     async def attach(self) -> AttachReply:
         reassembler = chunking.Reassembler()
@@ -98,10 +100,11 @@ class BusConnection:
             pack(msg["metadata"]),
             pack(msg["content"]),
         ]
+        self.sent += 1
         await self.nc.publish(
             subjects.kernel_input(self.kernel_id),
             pack_v1(channel, parts),
-            headers={subjects.CONN_HEADER: self.conn_id},
+            reply=subjects.input_reply(self.api_instance, self.conn_id, self.sent),
         )
         return str(msg["header"]["msg_id"])
 

@@ -16,6 +16,7 @@ from kernelbus.framing import (
     header_of,
     legacy_to_v1,
     message_frame,
+    pack_v1,
     unpack_v1,
     v1_to_legacy,
 )
@@ -25,26 +26,29 @@ class FrameTooLarge(FrameError):
     """A client frame over `ws_max_message_bytes`: the connection is closed with 1009."""
 
 
-def parse_client_frame(
-    data: str | bytes, v1: bool, max_bytes: int
-) -> tuple[str, list[bytes], dict[str, Any]]:
-    """Channel, v1 parts and parsed header of a client frame; `FrameError` if unusable."""
+def parse_client_frame(data: str | bytes, v1: bool, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
+    """The bus frame of a client frame and its parsed header; `FrameError` if unusable.
+
+    A v1 client's frame, once checked, is the bus frame itself: it goes on unchanged.
+    """
     size = len(data) if isinstance(data, bytes) else len(data.encode())
     if size > max_bytes:
         raise FrameTooLarge(f"frame of {size} bytes exceeds the limit of {max_bytes}")
     if v1:
         if not isinstance(data, bytes):
             raise FrameError("v1 protocol frames must be binary")
-        channel, parts = unpack_v1(data)
+        _, parts = unpack_v1(data)
+        frame = data
     else:
         channel, parts = legacy_to_v1(data)
+        frame = pack_v1(channel, parts)
     try:
         header = header_of(parts)
     except ValueError as exc:
         raise FrameError("header is not JSON") from exc
     if not isinstance(header.get("msg_type"), str) or not isinstance(header.get("msg_id"), str):
         raise FrameError("header has no msg_type or msg_id")
-    return channel, parts, header
+    return frame, header
 
 
 def client_frame(channel: str, parts: list[bytes], bus_frame: bytes, v1: bool) -> str | bytes:

@@ -27,7 +27,8 @@ from kernelbus_api.channels.undelivered import Held, SentInputs
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, list[bytes]], Awaitable[None]]
+Publish = Callable[[bytes], Awaitable[None]]
+"""Sends one client message, as its bus frame, towards the kernel."""
 
 SEEN_IDS = 20_000
 """msg_ids remembered per connection: more than a worker's recent-frames window holds."""
@@ -204,7 +205,7 @@ class Connection:
         if self.closing:
             return
         try:
-            channel, parts, header = codec.parse_client_frame(data, self.v1, self.max_bytes)
+            frame, header = codec.parse_client_frame(data, self.v1, self.max_bytes)
         except codec.FrameTooLarge as exc:
             self.log.warning("closing: %s", exc)
             self.close_soon(1009, "message too big")
@@ -215,4 +216,4 @@ class Connection:
         if self.allowed_types and header["msg_type"] not in self.allowed_types:
             self.log.warning("dropping a %s message: not allowed", header["msg_type"])
             return
-        await publish(channel, parts)
+        await publish(frame)

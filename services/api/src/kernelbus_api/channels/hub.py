@@ -11,10 +11,9 @@ from typing import cast
 
 from starlette.types import ASGIApp
 
-from kernelbus import bus, chunking, subjects
+from kernelbus import bus, subjects
 from kernelbus.bus_types import Msg, Subscription
 from kernelbus.errors import KernelbusError, NoSuchKernel
-from kernelbus.framing import pack_v1
 from kernelbus.messages import AttachConnection, AttachReply, DetachConnection
 from kernelbus.tasks import cancel_and_wait
 from kernelbus_api.channels import undelivered
@@ -142,7 +141,7 @@ class Hub:
     def _hold_missing(self, conn: Connection, missing: list[int]) -> None:
         """Hold again what the worker says never arrived (ADR 0024): it goes out in order."""
         taken = [(seq, conn.sent.undelivered(seq)) for seq in missing]
-        again = [(seq, *message) for seq, message in taken if message is not None]
+        again = [(seq, frame) for seq, frame in taken if frame is not None]
         if again:
             conn.log.warning("%d client messages never reached the worker: sent again", len(again))
         for item in again:
@@ -150,8 +149,8 @@ class Hub:
 
     async def _release_input(self, conn: Connection) -> None:
         held, conn.held_input = conn.held_input or [], None
-        for seq, channel, parts in held:
-            await self.publish(conn, channel, parts, seq)
+        for seq, frame in held:
+            await self.publish(conn, frame, seq)
 
     async def open(self, conn: Connection) -> None:
         """Subscribe, flush, then attach: the attach reply proves the worker's side is live.
@@ -192,26 +191,21 @@ class Hub:
         except Exception as exc:
             conn.log.warning("unsubscribe failed: %s", exc)
 
-    async def publish(
-        self, conn: Connection, channel: str, parts: list[bytes], seq: int | None = None
-    ) -> None:
-        """A client message to the kernel; replies come back on `kb.conn.<conn_id>`.
+    async def publish(self, conn: Connection, frame: bytes, seq: int | None = None) -> None:
+        """A client message (its bus frame) to the kernel; replies come back on
+        `kb.conn.<conn_id>`, which its reply subject names (`subjects.input_reply`).
 
         Held while the bus is down or the connection re-attaches after an outage, or after
         NATS said an earlier one reached no worker (`undelivered`).
         """
         seq = conn.sent.next_seq() if seq is None else seq
         if conn.held_input is not None:
-            self._hold(conn, (seq, channel, parts))
+            self._hold(conn, (seq, frame))
             return
-        conn.sent.sent(seq, channel, parts)
+        conn.sent.sent(seq, frame)
         subject = subjects.kernel_input(conn.kernel_id)
         reply = subjects.input_reply(self.state.settings.api_instance, conn.conn_id, seq)
-        payload = pack_v1(channel, parts)
-        for headers, data in chunking.split(payload, self.state.nc.max_payload):
-            await self.state.nc.publish(
-                subject, data, reply=reply, headers={**headers, subjects.CONN_HEADER: conn.conn_id}
-            )
+        await bus.publish_frame(self.state.nc, subject, frame, reply)
 
     def _hold(self, conn: Connection, item: undelivered.Held) -> None:
         held = conn.held_input if conn.held_input is not None else []
@@ -237,7 +231,7 @@ class Hub:
                 conn.log.warning("a client message reached no worker and was no longer kept")
             return  # another chunk of a message already taken back
         conn.log.warning("a client message reached no worker; held until one answers")
-        self._hold(conn, (parsed[1], *taken))
+        self._hold(conn, (parsed[1], taken))
         if conn.conn_id not in self._reattaching:
             self._start_reattach(conn)
 

@@ -42,7 +42,7 @@ async def kernel_channels(websocket: WebSocket, kernel_id: str) -> None:
         return
     try:
         await websocket.accept(subprotocol=subprotocol)
-        await conn.run(lambda channel, parts: hub.publish(conn, channel, parts))
+        await conn.run(lambda frame: hub.publish(conn, frame))
     finally:
         await hub.close(conn)
 

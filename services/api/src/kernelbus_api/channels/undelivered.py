@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from kernelbus import subjects
 
-Held = tuple[int, str, list[bytes]]
-"""(sequence number, channel, message parts) of a client message not (yet) delivered."""
+Held = tuple[int, bytes]
+"""(sequence number, bus frame) of a client message not (yet) delivered."""
 
 KEEP = 64
 """Client messages per connection kept for a resend: NATS says within one round trip to the
@@ -38,7 +38,7 @@ class SentInputs:
     keep: int = KEEP
     keep_bytes: int = KEEP_BYTES
     _next: int = 0
-    _sent: OrderedDict[int, tuple[str, list[bytes]]] = field(default_factory=OrderedDict)
+    _sent: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     _bytes: int = 0
     _forgotten_below: int = 0
 
@@ -55,20 +55,20 @@ class SentInputs:
         """Sequence numbers of the messages kept (published, not taken back), oldest first."""
         return list(self._sent)
 
-    def sent(self, seq: int, channel: str, parts: list[bytes]) -> None:
-        self._sent[seq] = (channel, parts)
-        self._bytes += sum(len(p) for p in parts)
+    def sent(self, seq: int, frame: bytes) -> None:
+        self._sent[seq] = frame
+        self._bytes += len(frame)
         while len(self._sent) > self.keep or (self._bytes > self.keep_bytes and self._sent):
-            old, (_, old_parts) = self._sent.popitem(last=False)
-            self._bytes -= sum(len(p) for p in old_parts)
+            old, old_frame = self._sent.popitem(last=False)
+            self._bytes -= len(old_frame)
             self._forgotten_below = old + 1
 
-    def undelivered(self, seq: int) -> tuple[str, list[bytes]] | None:
+    def undelivered(self, seq: int) -> bytes | None:
         """The message `seq`, which NATS said reached nobody; None if already taken back (a
         chunked message gets one status per chunk) or no longer kept (`forgotten`)."""
         taken = self._sent.pop(seq, None)
         if taken is not None:
-            self._bytes -= sum(len(p) for p in taken[1])
+            self._bytes -= len(taken)
         return taken
 
     def forgotten(self, seq: int) -> bool:
