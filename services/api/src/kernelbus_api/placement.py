@@ -4,12 +4,14 @@ with the spec and the most free slots.
 Heartbeats arrive every couple of seconds, so a burst of starts would all see the same
 snapshot and land on one worker. `Placements` remembers the starts this api replica placed
 and counts them against their worker until a heartbeat taken after the start can show them.
+That count spreads starts; it never refuses one. Only a worker's own heartbeat says it is full,
+and only the worker refuses a start as full (`CapacityExceeded`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -20,18 +22,24 @@ from kernelbus.models import WorkerHeartbeat
 SETTLE = 5.0
 
 
-def choose_worker(workers: list[WorkerHeartbeat], kernel_name: str) -> WorkerHeartbeat:
+def choose_worker(
+    workers: list[WorkerHeartbeat], kernel_name: str, with_room: Collection[str] | None = None
+) -> WorkerHeartbeat:
     """The least-loaded live worker that can run `kernel_name`.
 
-    No live worker at all, or none with a free slot → `NoWorkerAvailable` (503, nothing was
-    started, safe to retry). Live workers, none with the spec → `NoSuchKernelspec`.
+    No live worker at all, or none with a free slot (by `with_room`, the ids of the workers
+    that have one, if given) → `NoWorkerAvailable` (503, nothing was started, safe to retry).
+    Live workers, none with the spec → `NoSuchKernelspec`.
     """
     if not workers:
         raise NoWorkerAvailable("no kernel worker is available; try again later")
     able = [w for w in workers if w.has_spec(kernel_name)]
     if not able:
         raise NoSuchKernelspec(f"No such kernel named {kernel_name}")
-    free = [w for w in able if w.free_slots > 0]
+    if with_room is None:
+        free = [w for w in able if w.free_slots > 0]
+    else:
+        free = [w for w in able if w.worker_id in with_room]
     if not free:
         raise NoWorkerAvailable(f"every kernel worker that runs {kernel_name} is full")
     # A pooled kernel starts in milliseconds; ties go to the lowest worker id (deterministic).
@@ -91,8 +99,16 @@ class Placements:
         return adjusted
 
     def choose(self, workers: list[WorkerHeartbeat], kernel_name: str) -> WorkerHeartbeat:
-        """`choose_worker` over `view(workers)`: call `placed` at once with the result."""
-        return choose_worker(self.view(workers), kernel_name)
+        """`choose_worker` over `view(workers)`, among the workers whose own heartbeat shows a
+        free slot: call `placed` at once with the result.
+
+        The view is an upper bound: a start it counts may already be in the heartbeat (a
+        worker counts its starts in flight, and those it finished before the heartbeat). It
+        orders the workers, but a worker it shows full is asked all the same; one that is full
+        refuses (`CapacityExceeded`) and the caller asks the next.
+        """
+        with_room = {w.worker_id for w in workers if w.free_slots > 0}
+        return choose_worker(self.view(workers), kernel_name, with_room)
 
     @contextmanager
     def placed(self, worker_id: str, kernel_name: str) -> Iterator[None]:
