@@ -8,6 +8,9 @@ e.g. the base of a change against the change:
     git worktree add /tmp/base main
     .venv/bin/python bench/ab.py --a-tree /tmp/base --blocks 40
 
+With `--clients N` each side has N kernels, one websocket each, and a block is N clients
+running `--block` round trips each at once (the 20-client load of `bench/perf.py`).
+
 Prints one line per side: p50, p95 (ms), CPU (ms per round trip) summed and per process.
 """
 
@@ -40,35 +43,48 @@ def side_env(assignments: str, tree: str | None) -> dict[str, str]:
 
 
 async def start_side(
-    stack: contextlib.AsyncExitStack, env: dict[str, str]
-) -> tuple[perf.WsClient, dict[str, list[int]]]:
-    """`kernelbus run` with `env`, a kernel, a v1 websocket warmed up with `WARMUP` round
-    trips, and the stack's pids; all of it stops when `stack` closes."""
+    stack: contextlib.AsyncExitStack, env: dict[str, str], clients: int = 1
+) -> tuple[list[perf.WsClient], dict[str, list[int]]]:
+    """`kernelbus run` with `env`, `clients` kernels with a v1 websocket each, warmed up with
+    `WARMUP` round trips, and the stack's pids; all of it stops when `stack` closes."""
     root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     gw = await stack.enter_async_context(perf.kernelbus(root, env))
     http = await stack.enter_async_context(gw.http())
-    kernel_id, _ = await gw.ready_kernel(http)
-    client = await stack.enter_async_context(gw.socket(kernel_id, v1=True))
-    for _ in range(WARMUP):
+    sockets = []
+    for _ in range(clients):
+        kernel_id, _ = await gw.ready_kernel(http)
+        sockets.append(await stack.enter_async_context(gw.socket(kernel_id, v1=True)))
+    for client in sockets:
+        for _ in range(WARMUP):
+            await client.execute("1+1")
+    return sockets, gw.cpu_pids()
+
+
+async def timed_round_trips(client: perf.WsClient, count: int) -> list[float]:
+    samples = []
+    for _ in range(count):
+        began = time.perf_counter()
         await client.execute("1+1")
-    return client, gw.cpu_pids()
+        samples.append((time.perf_counter() - began) * 1000)
+    return samples
 
 
-async def measure(envs: dict[str, dict[str, str]], blocks: int, block: int) -> dict[str, Any]:
+async def measure(
+    envs: dict[str, dict[str, str]], blocks: int, block: int, clients: int = 1
+) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         sides: dict[str, dict[str, Any]] = {}
         for name, env in envs.items():
-            client, pids = await start_side(stack, env)
-            sides[name] = {"client": client, "pids": pids, "ms": [], "cpu": {}}
+            sockets, pids = await start_side(stack, env, clients)
+            sides[name] = {"clients": sockets, "pids": pids, "ms": [], "cpu": {}}
         names = list(sides)
         for index in range(blocks):
             for name in names if index % 2 == 0 else reversed(names):
                 side = sides[name]
                 before = perf.cpu_seconds(side["pids"])
-                for _ in range(block):
-                    began = time.perf_counter()
-                    await side["client"].execute("1+1")
-                    side["ms"].append((time.perf_counter() - began) * 1000)
+                runs = [timed_round_trips(client, block) for client in side["clients"]]
+                for samples in await asyncio.gather(*runs):
+                    side["ms"] += samples
                 after = perf.cpu_seconds(side["pids"])
                 for role, seconds in after.items():
                     used = seconds - before.get(role, 0.0)
@@ -80,6 +96,7 @@ async def measure(envs: dict[str, dict[str, str]], blocks: int, block: int) -> d
             cpu = {role: round(s * 1000 / count, 3) for role, s in side["cpu"].items()}
             result[name] = {
                 "env": envs[name],
+                "clients": clients,
                 "roundtrips": count,
                 "p50_ms": round(statistics.median(samples), 3),
                 "p95_ms": round(samples[int(count * 0.95)], 3),
@@ -107,10 +124,11 @@ def side_envs(args: argparse.Namespace) -> dict[str, dict[str, str]]:
 def main() -> None:
     parser = side_parser(__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--blocks", type=int, default=40)
-    parser.add_argument("--block", type=int, default=100, help="round trips per block")
+    parser.add_argument("--block", type=int, default=100, help="round trips per block (and client)")
+    parser.add_argument("--clients", type=int, default=1, help="kernels, each with a client")
     args = parser.parse_args()
     envs = side_envs(args)
-    result = asyncio.run(measure(envs, args.blocks, args.block))
+    result = asyncio.run(measure(envs, args.blocks, args.block, args.clients))
     for name, side in result.items():
         print(
             name,
