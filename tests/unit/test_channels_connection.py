@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 from starlette.websockets import WebSocket
 
-from kernelbus.framing import pack_v1
+from kernelbus.bus_types import Msg
+from kernelbus.framing import pack_v1, unpack_v1
+from kernelbus_api.channels import connection as connection_module
 from kernelbus_api.channels.connection import Close, Connection, Outgoing
 from kernelbus_api.channels.ratelimit import IOPubRateLimiter, RateLimits
 
@@ -99,3 +104,64 @@ def test_a_message_delivered_again_after_a_bus_outage_is_not_sent_twice() -> Non
         "a",
         "b",
     ]
+
+
+def bus_msg(frame: bytes) -> Msg:
+    return cast(Msg, SimpleNamespace(headers=None, data=frame))
+
+
+def live(conn: Connection, frame: bytes) -> None:
+    """As the kernel's iopub feed delivers (`feeds._Feed.on_msg`)."""
+    channel, parts = unpack_v1(frame)
+    header = json.loads(parts[0])
+    conn.deliver_live(channel, parts, frame, header["msg_type"], header["msg_id"])
+
+
+def ids(conn: Connection) -> list[str]:
+    return [json.loads(i.parts[0])["msg_id"] for i in queued(conn) if isinstance(i, Outgoing)]
+
+
+def stream(n: int) -> bytes:
+    return message("stream", {"name": "stdout", "text": f"{n}\n"}, msg_id=f"m{n}")
+
+
+async def test_live_output_waits_for_the_replay_and_goes_out_after_it() -> None:
+    """The worker kept m1..m3 for the session while nobody was attached, and also published
+    m3 on the kernel's subject after this websocket's feed subscribed, before its attach was
+    answered; then m4 came live. The client gets m1..m4 in order (before: m3, m1, m2, m4; the
+    replayed m3 was dropped as seen)."""
+    conn = connection()
+    live(conn, stream(3))
+    conn.went_live(replayed=3)
+    await conn.on_bus_msg(bus_msg(stream(1)))
+    live(conn, stream(4))
+    await conn.on_bus_msg(bus_msg(stream(2)))
+    await conn.on_bus_msg(bus_msg(stream(3)))
+    assert ids(conn) == ["m1", "m2", "m3", "m4"]
+    live(conn, stream(5))
+    assert ids(conn) == ["m5"]
+
+
+async def test_without_a_replay_live_output_goes_out_at_once_in_order() -> None:
+    conn = connection()
+    live(conn, stream(1))
+    live(conn, stream(2))
+    assert ids(conn) == []
+    conn.went_live(replayed=0)
+    live(conn, stream(3))
+    assert ids(conn) == ["m1", "m2", "m3"]
+
+
+async def test_live_output_is_not_held_for_ever_by_a_replay_that_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker died during its replay: what came live still goes out (the culler's `dead`
+    status among it, which closes the websocket)."""
+    monkeypatch.setattr(connection_module, "REPLAY_WAIT", 0.05)
+    conn = connection()
+    conn.went_live(replayed=5)
+    await conn.on_bus_msg(bus_msg(stream(1)))
+    live(conn, stream(9))
+    assert ids(conn) == ["m1"]
+    await asyncio.sleep(0.2)
+    assert ids(conn) == ["m9"]

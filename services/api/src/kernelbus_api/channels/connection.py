@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 Publish = Callable[[bytes], Awaitable[None]]
 """Sends one client message, as its bus frame, towards the kernel."""
 
+REPLAY_WAIT = 10.0
+"""Seconds the kernel's live output waits at most for the worker's replay to a new websocket."""
 SEEN_IDS = 20_000
 """msg_ids remembered per connection: more than a worker's recent-frames window holds."""
 
@@ -66,6 +68,10 @@ class Close:
     reason: str = ""
 
 
+Live = tuple[str, list[bytes], bytes, object, object]
+"""(channel, parts, frame, msg_type, msg_id) of a message of the kernel's iopub feed."""
+
+
 @dataclass(eq=False)
 class Connection:
     """A kernel websocket between handshake and close (one per `kb.conn.<conn_id>`)."""
@@ -88,6 +94,11 @@ class Connection:
     after NATS said one reached no worker), in sequence order."""
     sent: SentInputs = field(default_factory=SentInputs)
     seen: SeenIds = field(default_factory=lambda: SeenIds())
+    early_live: list[Live] | None = field(default_factory=list)
+    """The kernel's iopub feed before this connection is live (`went_live`): held back, since
+    the worker may first owe its session older output. None once live."""
+    replay_left: int = 0
+    """Messages of the worker's replay still to come on this connection's own subject."""
 
     @property
     def session_key(self) -> str:
@@ -104,6 +115,40 @@ class Connection:
         frame = self.reassembler.feed(msg.headers, msg.data)
         if frame is not None:
             self.deliver_frame(frame)
+            if self.replay_left:
+                self.replay_left -= 1
+                if not self.replay_left:
+                    self._release_early()
+
+    def deliver_live(
+        self, channel: str, parts: list[bytes], frame: bytes, msg_type: object, msg_id: object
+    ) -> None:
+        """A message of the kernel's iopub feed: held back until the connection is live."""
+        if self.early_live is not None:
+            self.early_live.append((channel, parts, frame, msg_type, msg_id))
+            return
+        self.deliver(channel, parts, frame, msg_type, msg_id)
+
+    def went_live(self, replayed: int) -> None:
+        """The worker answered the attach, and sends `replayed` older messages on this
+        connection's own subject next.
+
+        While nobody was attached, the worker kept the session's output for a replay but also
+        published it on the kernel's iopub subject, where this connection's feed saw what came
+        after it subscribed. Those messages go out after the replay (which has them too: the
+        second copy is dropped by msg_id), so that the client sees the output in its order.
+        """
+        self.replay_left = replayed
+        if not replayed:
+            self._release_early()
+        else:  # a worker that dies during its replay: what came live still goes out
+            asyncio.get_running_loop().call_later(REPLAY_WAIT, self._release_early)
+
+    def _release_early(self) -> None:
+        early, self.early_live = self.early_live or [], None
+        self.replay_left = 0
+        for item in early:
+            self.deliver(*item)
 
     def deliver_frame(self, frame: bytes) -> None:
         try:

@@ -31,7 +31,7 @@ class _Feed:
             log.warning("dropping a malformed message on %s: %s", msg.subject, exc)
             return
         for conn in list(self.connections):
-            conn.deliver(channel, parts, frame, header.get("msg_type"), header.get("msg_id"))
+            conn.deliver_live(channel, parts, frame, header.get("msg_type"), header.get("msg_id"))
 
 
 @dataclass

@@ -170,6 +170,7 @@ class Hub:
         except BaseException:  # nothing stays subscribed for a connection that never opened
             await self._unsubscribe(conn)
             raise
+        conn.went_live(reply.replayed)
         self.open_connections.add(conn)
         await self.counts.add(conn.kernel_id)
         conn.log.info("websocket attached (replayed %s)", reply.replayed)
