@@ -140,7 +140,8 @@ class KernelReply(OkReply):
 
 
 class AttachReply(KernelReply):
-    """Attached: `replayed` buffered messages follow on the connection's subject."""
+    """Attached: `replayed` older messages (its session's replay buffer, then what a lost api
+    replica may not have delivered) follow on the connection's subject, before its live output."""
 
     replayed: int = Field(default=0, ge=0)
     inputs_missing: InputSeqs = []

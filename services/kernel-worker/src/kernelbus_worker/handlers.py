@@ -140,11 +140,16 @@ class Handlers:
         if msg.subject != subjects.kernel_attach(command.kernel_id):
             raise BadRequest("kernel_id does not match the subject")
         kernel = self.supervisor.get(command.kernel_id)
-        table = kernel.connections
         if isinstance(command, DetachConnection):
-            table.detach(command.conn_id)
+            kernel.connections.detach(command.conn_id)
             kernel.inputs.forget(command.conn_id)
             return KernelReply(kernel=kernel.record)
+        # Before anything changes (a ping may take a while): which api replicas holding an
+        # older connection of this session are gone. What they may not have delivered is
+        # replayed, and counted in the reply, so that the api puts it before live output.
+        lost = await self._lost_replicas(kernel, command)
+        kernel = self.supervisor.get(command.kernel_id)
+        table = kernel.connections
         missing = kernel.inputs.attached(command.conn_id, command.inputs_sent, command.inputs_kept)
         if missing:
             kernel.log.warning(
@@ -154,60 +159,59 @@ class Handlers:
             )
         replaced = table.same_session(command.session_id)
         again = next((a for a in replaced if a.conn_id == command.conn_id), None)
+        recovered = [
+            frame
+            for stale in replaced
+            if stale.api_instance in lost
+            for frame in table.sent_to(stale.conn_id, self._since(stale))
+        ]
+        if recovered:
+            kernel.log.info("Recovering %d messages sent to a lost connection", len(recovered))
         owed = table.attach(command.conn_id, command.session_id, command.api_instance)
         if again is not None and not table.waiting_for(command.conn_id):
             # Re-attached after its replica's own reconnect, while this worker stayed on the
             # bus: resend what the replica may have missed meanwhile.
-            since = max(again.attached_at, self.liveness.last_seen.get(again.api_instance, 0.0))
-            table.resume_for(command.conn_id, since)
+            table.resume_for(command.conn_id, self._since(again))
             # At once (no task): nothing may expire the new hold before its catch-up began.
             await kernel.bridge.catch_up(command.conn_id)
-        elsewhere = [
-            stale
-            for stale in replaced
-            if stale.conn_id != command.conn_id
-            and stale.api_instance
-            and stale.api_instance != command.api_instance
-        ]
-        if owed or elsewhere:
+        replay = owed + recovered
+        if replay:
             # What is owed is older than what the kernel sends from now on: hold the new
             # output for this connection (a hold that starts empty) until it went out first.
             table.hold_for(command.conn_id)
         if table.waiting_for(command.conn_id) and table.begin_catch_up(command.conn_id):
             # Claimed now, with no await since the hold began: nothing expires it meanwhile.
             # Published after the reply; the api holds connection traffic until it accepted.
-            self._spawn(self._owed_then_live(kernel, command.conn_id, owed, elsewhere))
-        elif owed or elsewhere:  # a catch-up of this connection runs: it goes live after it
-            self._spawn(self._owed(kernel, command.conn_id, owed, elsewhere))
-        return AttachReply(kernel=kernel.record, replayed=len(owed), inputs_missing=missing)
+            self._spawn(self._replay_then_live(kernel, command.conn_id, replay))
+        elif replay:  # a catch-up of this connection runs: it goes live after it
+            self._spawn(self._replay(kernel, command.conn_id, replay))
+        return AttachReply(kernel=kernel.record, replayed=len(replay), inputs_missing=missing)
 
-    async def _owed(
-        self, kernel: ManagedKernel, conn_id: str, owed: list[bytes], elsewhere: list[Attached]
-    ) -> None:
-        """The session's replay, then what a lost replica may not have delivered."""
-        await self._replay(kernel, conn_id, owed)
-        for stale in elsewhere:
-            await self._recover(kernel, stale, conn_id)
+    async def _lost_replicas(self, kernel: ManagedKernel, command: AttachConnection) -> set[str]:
+        """The api replicas, other than the attaching one, that hold an open connection of
+        the attaching session and are certainly gone."""
+        others = {
+            stale.api_instance
+            for stale in kernel.connections.same_session(command.session_id)
+            if stale.conn_id != command.conn_id
+            and stale.api_instance
+            and stale.api_instance != command.api_instance
+        }
+        return {api for api in others if not await self.liveness.alive(api)}
 
-    async def _owed_then_live(
-        self, kernel: ManagedKernel, conn_id: str, owed: list[bytes], elsewhere: list[Attached]
+    def _since(self, attached: Attached) -> float:
+        """Since when a connection's replica may not have delivered what it was sent."""
+        return max(attached.attached_at, self.liveness.last_seen.get(attached.api_instance, 0.0))
+
+    async def _replay_then_live(
+        self, kernel: ManagedKernel, conn_id: str, replay: list[bytes]
     ) -> None:
-        """In order: what is owed (`_owed`), then the output held meanwhile (`catch_up`,
+        """In order: what is owed (`_replay`), then the output held meanwhile (`catch_up`,
         claimed by the caller), after which the connection is live."""
         try:
-            await self._owed(kernel, conn_id, owed, elsewhere)
+            await self._replay(kernel, conn_id, replay)
         finally:
             await kernel.bridge.catch_up(conn_id, begun=True)
-
-    async def _recover(self, kernel: ManagedKernel, stale: Attached, conn_id: str) -> None:
-        """A client came back through another api replica while its old connection looked
-        open: if that replica is dead, send what it may not have delivered."""
-        if await self.liveness.alive(stale.api_instance):
-            return
-        since = max(stale.attached_at, self.liveness.last_seen.get(stale.api_instance, 0.0))
-        frames = kernel.connections.sent_to(stale.conn_id, since)
-        kernel.log.info("Recovering %d messages sent to a lost connection", len(frames))
-        await self._replay(kernel, conn_id, frames)
 
     async def _replay(self, kernel: ManagedKernel, conn_id: str, frames: list[bytes]) -> None:
         for frame in frames:
