@@ -14,6 +14,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from kernelbus import fastjson
+
 CHANNELS = frozenset({"shell", "iopub", "control", "stdin"})
 V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 PROTOCOL_VERSION = "5.4"
@@ -222,7 +224,7 @@ def _split_legacy_binary(frame: bytes) -> tuple[bytes, list[bytes]]:
 
 
 def header_of(parts: list[bytes]) -> dict[str, Any]:
-    value = json.loads(parts[0])
+    value = fastjson.loads(parts[0])
     if not isinstance(value, dict):
         raise FrameError("header is not an object")
     return value
@@ -231,7 +233,7 @@ def header_of(parts: list[bytes]) -> dict[str, Any]:
 def parent_msg_id(parts: list[bytes]) -> str | None:
     """The `msg_id` of the request a kernel message answers (routing key)."""
     try:
-        parent = json.loads(parts[1])
+        parent = fastjson.loads(parts[1])
     except ValueError:
         return None
     return parent.get("msg_id") if isinstance(parent, dict) else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import zmq.asyncio
 from jupyter_client.session import Session
 
-from kernelbus import subjects
+from kernelbus import fastjson, subjects
 from kernelbus.framing import FrameError, pack_v1, parent_msg_id, unpack_v1
 from kernelbus_worker.activity import Activity
 from kernelbus_worker.connections import ConnectionTable, Log
@@ -160,9 +159,9 @@ class KernelBridge:
 
     def _note_probe(self, parts: list[bytes]) -> None:
         try:
-            header = json.loads(parts[0])
-            parent = json.loads(parts[1]) if len(parts[1]) > 2 else {}
-            state = json.loads(parts[3]).get("execution_state")
+            header = fastjson.loads(parts[0])
+            parent = fastjson.loads(parts[1]) if len(parts[1]) > 2 else {}
+            state = fastjson.loads(parts[3]).get("execution_state")
         except (ValueError, AttributeError):
             return
         probe = parent.get("msg_id") in self._probes
@@ -225,10 +224,12 @@ class KernelBridge:
         """Activity and execution state from an iopub message; returns its msg_id ("" if its
         header is not a JSON object): each part is parsed once on this path."""
         try:
-            header = json.loads(parts[0])
-            parent = json.loads(parts[1]) if len(parts[1]) > 2 else {}
+            header = fastjson.loads(parts[0])
+            parent = fastjson.loads(parts[1]) if len(parts[1]) > 2 else {}
             msg_type = header.get("msg_type", "")
-            status = json.loads(parts[3]).get("execution_state") if msg_type == "status" else None
+            status = (
+                fastjson.loads(parts[3]).get("execution_state") if msg_type == "status" else None
+            )
         except (ValueError, AttributeError):
             return _msg_id(parts)
         if status == "idle" and parent.get("msg_id") in self._probes:
@@ -244,7 +245,7 @@ class KernelBridge:
         """A client message from the bus: check its framing, remember its route, send it."""
         try:
             channel, parts = unpack_v1(frame)
-            header = json.loads(parts[0])
+            header = fastjson.loads(parts[0])
             msg_id = header["msg_id"]
         except (FrameError, ValueError, KeyError, TypeError) as exc:
             self.log.warning("dropped a malformed client message: %s", exc)
@@ -406,7 +407,7 @@ class KernelBridge:
 
 def _msg_id(parts: list[bytes]) -> str:
     try:
-        header = json.loads(parts[0])
+        header = fastjson.loads(parts[0])
     except ValueError:
         return ""
     return str(header.get("msg_id", "")) if isinstance(header, dict) else ""
@@ -414,6 +415,6 @@ def _msg_id(parts: list[bytes]) -> str:
 
 def _msg_type(parts: list[bytes]) -> str:
     try:
-        return str(json.loads(parts[0]).get("msg_type", ""))
+        return str(fastjson.loads(parts[0]).get("msg_type", ""))
     except ValueError:
         return ""

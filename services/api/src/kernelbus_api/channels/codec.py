@@ -11,6 +11,7 @@ import os
 import uuid
 from typing import Any
 
+from kernelbus import fastjson
 from kernelbus.framing import (
     FrameError,
     header_of,
@@ -72,7 +73,7 @@ def execution_state(parts: list[bytes]) -> str | None:
 
 def _json_obj(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
+        value = fastjson.loads(raw)
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
