@@ -5,7 +5,8 @@
 `authorization_block` and run a real nats-server with the same users and permissions.
 
 Passwords are never written here: compose's config refers to environment variables
-(`password: $KERNELBUS_NATS_API_PASSWORD`), which nats-server resolves at start-up.
+(`password: $KERNELBUS_NATS_API_PASSWORD`), which nats-server resolves at start-up (the
+image's entrypoint.sh quotes their values first: nats-server parses them as config text).
 Stdlib only, so it runs with any Python 3.11.
 """
 

@@ -106,10 +106,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {
         "KERNELBUS_AUTH_TOKEN": token,
         **{
-            # A letter first, as docs/deploy.md says: nats-server reads `$VAR` in its config as
-            # config text, and a value like "12-x" or "3.x" is a malformed date or number there.
-            f"KERNELBUS_NATS_{user}_PASSWORD": "k" + secrets.token_urlsafe(24)
-            for user in ("API", "WORKER", "CULLER", "EVENTS")
+            # Shapes nats-server would parse as config text if the image's entry point did
+            # not quote them (a malformed date, a float, a negative number; ADR 0033).
+            f"KERNELBUS_NATS_{user}_PASSWORD": prefix + secrets.token_urlsafe(24)
+            for user, prefix in (("API", "12-"), ("WORKER", "3.x"), ("CULLER", "-"), ("EVENTS", ""))
         },
         "KERNELBUS_API_HOST_PORT": str(api_port),
         "KERNELBUS_EVENTS_HOST_PORT": str(events_port),
