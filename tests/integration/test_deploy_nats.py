@@ -6,13 +6,11 @@ user reads only its own request replies (`_INBOX_<user>.>`), never another servi
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import nats
@@ -20,6 +18,7 @@ import nats.errors
 import pytest
 from channels_support import open_socket, types
 from nats.aio.client import Client
+from nats_deploy_support import render_module
 from websockets.exceptions import ConnectionClosed
 
 from kernelbus import bus, natsserver
@@ -29,16 +28,7 @@ from kernelbus.testing.plugin import ApiProcess, Services, _http_ok
 
 pytestmark = pytest.mark.integration
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 USERS = ("api", "worker", "culler", "events")
-
-
-def _render() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("render_nats", DEPLOY / "nats" / "render.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +41,7 @@ def secured_nats(
     tmp_path_factory: pytest.TempPathFactory, passwords: dict[str, str]
 ) -> Iterator[natsserver.NatsServer]:
     """A nats-server with exactly compose's users and permissions, on a loopback port."""
-    render = _render()
+    render = render_module()
     block = render.authorization_block(render.load(), lambda user, _: json.dumps(passwords[user]))
     root = tmp_path_factory.mktemp("secured-nats")
     server = natsserver.start(root, extra_config=block, log_file=root / "nats.log")

@@ -11,24 +11,22 @@ tests, with a password of the same kind.
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 
 import nats
 import nats.errors
 import pytest
+from nats_deploy_support import NATS_DIR, render_module
 
 from kernelbus import natsserver, processes
 
 pytestmark = pytest.mark.integration
 
-NATS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "nats"
 ENTRYPOINT = NATS_DIR / "entrypoint.sh"
 
 AWKWARD = [
@@ -49,21 +47,13 @@ AWKWARD = [
 ]
 
 
-def _render() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("render_nats", NATS_DIR / "render.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @contextmanager
 def entrypoint_server(
     root: Path, passwords: dict[str, str]
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """nats-server started through the entry point with compose's users, and its port (not
     listening yet)."""
-    render = _render()
+    render = render_module()
     users = render.load()
     port = natsserver.free_port()
     block = render.authorization_block(users, render.env_password)
