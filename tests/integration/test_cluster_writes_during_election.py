@@ -137,6 +137,7 @@ async def test_rest_writes_go_on_while_the_registry_stream_has_no_leader(
             assert printed == ["42\n"], out
 
             listed = await http.get("/api/kernels")
+            assert listed.status_code == 200, listed.text
             ids = {k["id"] for k in listed.json()}
             assert new in ids and brief not in ids and earlier not in ids, ids
             assert (await http.delete(f"/api/kernels/{new}")).status_code == 204
