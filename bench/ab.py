@@ -11,6 +11,9 @@ e.g. the base of a change against the change:
 With `--clients N` each side has N kernels, one websocket each, and a block is N clients
 running `--block` round trips each at once (the 20-client load of `bench/perf.py`).
 
+With `--big BYTES` each execute displays a `display_data` of that many bytes (as
+`bench/perf.py`'s large-message figures) instead of `1+1`; the timings are of those.
+
 Prints one line per side: p50, p95 (ms), CPU (ms per round trip) summed and per process.
 """
 
@@ -60,29 +63,35 @@ async def start_side(
     return sockets, gw.cpu_pids()
 
 
-async def timed_round_trips(client: perf.WsClient, count: int) -> list[float]:
+async def timed_round_trips(client: perf.WsClient, count: int, big: int = 0) -> list[float]:
+    """`count` executes of `1+1` (or, with `big`, of a display of `big` bytes), in ms."""
+    code = perf.display_code(big) if big else "1+1"
     samples = []
     for _ in range(count):
         began = time.perf_counter()
-        await client.execute("1+1")
+        seen = await client.execute(code)
         samples.append((time.perf_counter() - began) * 1000)
+        if big:
+            perf.check_display(seen, big)
     return samples
 
 
 async def measure(
-    envs: dict[str, dict[str, str]], blocks: int, block: int, clients: int = 1
+    envs: dict[str, dict[str, str]], blocks: int, block: int, clients: int = 1, big: int = 0
 ) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         sides: dict[str, dict[str, Any]] = {}
         for name, env in envs.items():
             sockets, pids = await start_side(stack, env, clients)
             sides[name] = {"clients": sockets, "pids": pids, "ms": [], "cpu": {}}
+            if big:  # the first display warms the kernel's string cache
+                await asyncio.gather(*(timed_round_trips(c, 1, big) for c in sockets))
         names = list(sides)
         for index in range(blocks):
             for name in names if index % 2 == 0 else reversed(names):
                 side = sides[name]
                 before = perf.cpu_seconds(side["pids"])
-                runs = [timed_round_trips(client, block) for client in side["clients"]]
+                runs = [timed_round_trips(client, block, big) for client in side["clients"]]
                 for samples in await asyncio.gather(*runs):
                     side["ms"] += samples
                 after = perf.cpu_seconds(side["pids"])
@@ -97,6 +106,7 @@ async def measure(
             result[name] = {
                 "env": envs[name],
                 "clients": clients,
+                "display_bytes": big,
                 "roundtrips": count,
                 "p50_ms": round(statistics.median(samples), 3),
                 "p95_ms": round(samples[int(count * 0.95)], 3),
@@ -126,9 +136,10 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=40)
     parser.add_argument("--block", type=int, default=100, help="round trips per block (and client)")
     parser.add_argument("--clients", type=int, default=1, help="kernels, each with a client")
+    parser.add_argument("--big", type=int, default=0, help="display this many bytes per execute")
     args = parser.parse_args()
     envs = side_envs(args)
-    result = asyncio.run(measure(envs, args.blocks, args.block, args.clients))
+    result = asyncio.run(measure(envs, args.blocks, args.block, args.clients, args.big))
     for name, side in result.items():
         print(
             name,
