@@ -94,14 +94,24 @@ class Registry:
             await self.view.close()
             self.view = None
 
-    @_translated
     async def kernel_summaries(self) -> list[KernelSummary]:
-        """Every kernel, as of now: from the view when it has caught up, else read directly."""
-        if self.view is not None and self.view.kernels.ready.is_set():
-            summaries = await self.view.kernel_summaries()
-            if summaries is not None:
-                return summaries
-        return [KernelSummary.of(record) for record in await self.list_kernels()]
+        """Every kernel, as of now: from the view when it has caught up, else read directly.
+
+        When the view has not caught up and JetStream does not answer the direct read either
+        (a cluster electing a leader, ADR 0023), the view's contents are served as they are,
+        as the view's barrier does when the stream cannot say: a listing seconds old rather
+        than a 503."""
+        view = self.view
+        if view is None or not view.kernels.ready.is_set():
+            return [KernelSummary.of(record) for record in await self.list_kernels()]
+        summaries = await view.kernel_summaries()
+        if summaries is not None:
+            return summaries
+        try:
+            return [KernelSummary.of(record) for record in await self.list_kernels()]
+        except UNANSWERED as exc:
+            log.warning("kernel listing: registry not answering (%s); from the view", exc.message)
+            return view.kernels_as_held()
 
     def viewed(self, kernel_id: str) -> bool | None:
         """Whether the watch-fed view holds `kernel_id`; None without a loaded view."""

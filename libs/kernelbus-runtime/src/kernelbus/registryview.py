@@ -326,6 +326,10 @@ class RegistryView:
         if not await self.kernels.barrier(self.barrier_timeout):
             self._rebuild.get("kernels", asyncio.Event()).set()
             return None
+        return self.kernels_as_held()
+
+    def kernels_as_held(self) -> list[KernelSummary]:
+        """Every kernel the view holds now, without a barrier (it may lack recent writes)."""
         return [value for value, _ in self.kernels.entries.values()]
 
     def connection_counts(self) -> dict[str, int] | None:
