@@ -101,15 +101,14 @@ class Registry:
         (a cluster electing a leader, ADR 0023), the view's contents are served as they are,
         as the view's barrier does when the stream cannot say: a listing seconds old rather
         than a 503."""
-        view = self.view
-        if view is None or not view.kernels.ready.is_set():
-            return [KernelSummary.of(record) for record in await self.list_kernels()]
-        summaries = await view.kernel_summaries()
-        if summaries is not None:
+        view = self.view if self.view is not None and self.view.kernels.ready.is_set() else None
+        if view is not None and (summaries := await view.kernel_summaries()) is not None:
             return summaries
         try:
             return [KernelSummary.of(record) for record in await self.list_kernels()]
         except UNANSWERED as exc:
+            if view is None:
+                raise
             log.warning("kernel listing: registry not answering (%s); from the view", exc.message)
             return view.kernels_as_held()
 
